@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Artifact", "SolcError", "compile_sources", "solc_version", "SETTINGS"]
+__all__ = ["SETTINGS", "Artifact", "SolcError", "compile_sources", "solc_version"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLCJS = ROOT / "node_modules" / ".bin" / "solcjs"

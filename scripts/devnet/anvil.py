@@ -19,7 +19,7 @@ from typing import Any
 
 from scripts.devnet.ports import port_in_use
 
-__all__ = ["AnvilError", "AnvilNode", "anvil_binary", "rpc_call", "DEV_MNEMONIC"]
+__all__ = ["DEV_MNEMONIC", "AnvilError", "AnvilNode", "anvil_binary", "rpc_call"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
