@@ -1,0 +1,85 @@
+"""Poseidon over BN254 exactly as circomlib: `poseidon([x1..xn])` with t = n + 1.
+
+The state starts as [0, x1, .., xn]; each of R_F + R_P rounds adds the round constants,
+applies x^5 to every element (full rounds: the first and last R_F/2) or to element 0
+only (partial rounds), then multiplies by the MDS matrix. The hash is state[0].
+
+The gadget mirrors it: an S-box costs 3 constraints (x^2, x^4, x^5); additions of
+constants and the MDS mix are linear and cost nothing. The capacity element of round 0
+is a constant, so its S-box is free too: (R_F * t + R_P - 1) * 3 constraints per hash,
+e.g. 297 for four inputs (t = 5), as circom gives for circomlib's Poseidon(4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from settlement.zk.circuit import LC, ConstraintSystem, lc_sum
+from settlement.zk.constants import SCALAR_FIELD
+from settlement.zk.poseidon_params import MAX_WIDTH, MIN_WIDTH, params
+
+__all__ = ["poseidon", "poseidon_constraints", "poseidon_gadget"]
+
+P = SCALAR_FIELD
+
+
+def _width(n_inputs: int) -> int:
+    t = n_inputs + 1
+    if not MIN_WIDTH <= t <= MAX_WIDTH:
+        raise ValueError(f"Poseidon takes 1..{MAX_WIDTH - 1} inputs, got {n_inputs}")
+    return t
+
+
+def poseidon(inputs: Sequence[int]) -> int:
+    """circomlib's Poseidon hash of 1..16 field elements (each reduced mod r)."""
+    t = _width(len(inputs))
+    prm = params(t)
+    half = prm.full_rounds // 2
+    last_partial = half + prm.partial_rounds
+    mds = prm.mds
+    s = [0, *(x % P for x in inputs)]
+    for r, rc in enumerate(prm.round_constants):
+        s = [a + c for a, c in zip(s, rc, strict=True)]
+        if r < half or r >= last_partial:
+            s = [pow(a, 5, P) for a in s]
+        else:
+            s[0] = pow(s[0], 5, P)
+        s = [sum(m * a for m, a in zip(row, s, strict=True)) % P for row in mds]
+    return s[0]
+
+
+def poseidon_constraints(n_inputs: int) -> int:
+    """Constraints `poseidon_gadget` emits for n_inputs non-constant inputs."""
+    t = _width(n_inputs)
+    prm = params(t)
+    return (prm.full_rounds * t + prm.partial_rounds - 1) * 3
+
+
+def _sbox(cs: ConstraintSystem, x: LC) -> LC:
+    k = x.constant_value()
+    if k is not None:
+        return LC.const(pow(k, 5, P))
+    x2 = cs.mul(x, x)
+    x4 = cs.mul(x2, x2)
+    return cs.mul(x4, x)
+
+
+def poseidon_gadget(cs: ConstraintSystem, inputs: Sequence[LC]) -> LC:
+    """The hash of `inputs` as a linear combination of the last round's S-box outputs."""
+    t = _width(len(inputs))
+    prm = params(t)
+    half = prm.full_rounds // 2
+    last_partial = half + prm.partial_rounds
+    mds = prm.mds
+    n_rounds = prm.full_rounds + prm.partial_rounds
+    state: list[LC] = [LC.const(0), *inputs]
+    for r, rc in enumerate(prm.round_constants):
+        state = [x + c for x, c in zip(state, rc, strict=True)]
+        if r < half or r >= last_partial:
+            state = [_sbox(cs, x) for x in state]
+        else:
+            state[0] = _sbox(cs, state[0])
+        if r == n_rounds - 1:
+            return lc_sum(state, mds[0])  # only state[0] is the output
+        state = [lc_sum(state, row) for row in mds]
+    raise AssertionError("unreachable")
