@@ -1,0 +1,58 @@
+# Crossbook: `make up` runs everything, `make test` runs every test.
+# Both install what is missing first (venv, Python packages, pinned npm tools) and are
+# fast when it is already there: installs are keyed on pyproject.toml and package-lock.json.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.stamp-install
+NPM_STAMP := node_modules/.stamp-install
+PYTEST_ARGS ?=
+
+.PHONY: help install up test test-unit bench lint contracts clean
+
+help:
+	@echo "make up     install what is missing, start Redis, the 3-chain devnet and the services (Ctrl-C stops all)"
+	@echo "make test   install what is missing, run the whole test suite"
+	@echo "make bench  run the benchmarks (JSON)"
+	@echo "make lint   ruff + mypy"
+
+install: $(PY_STAMP) $(NPM_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	@PY=$$(scripts/bootstrap/find_python.sh) || exit 1; \
+	if [ ! -x $(BIN)/python ]; then echo "creating $(VENV) with $$PY"; "$$PY" -m venv $(VENV) || { echo "error: could not create a venv (install python3-venv)"; exit 1; }; fi
+	@echo "installing Python packages (pyproject.toml)"
+	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null || { echo "error: pip could not reach the package index"; exit 1; }
+	@$(BIN)/python -m pip install -q -e '.[dev]' || { echo "error: pip install failed (see above)"; exit 1; }
+	@touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm (Node.js) is required for the pinned anvil and solc"; exit 1; }
+	@echo "installing pinned npm tools (package-lock.json)"
+	@npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed (see above)"; exit 1; }
+	@test -n "$$(ls node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null)" || { echo "error: no anvil binary for this platform in node_modules/@foundry-rs"; exit 1; }
+	@touch $@
+
+up: install
+	@$(BIN)/crossbook up
+
+test: install
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: install
+	@$(BIN)/crossbook bench
+
+lint: install
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy
+
+contracts: install
+	@$(BIN)/python -m scripts.build_contracts
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

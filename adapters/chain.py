@@ -1,0 +1,204 @@
+"""Chain adapter: follows one chain and keeps its pools' state current.
+
+It subscribes to `newHeads` over WebSocket (web3's AsyncWeb3). For each new head it
+reads the pools' `Sync` logs since the last head it saw — one `eth_getLogs` per block,
+whatever the number of pools — and publishes the changed sources. On a reorg (a head
+that does not extend the last one), a reconnect or start-up it re-reads every pool's
+reserves in one JSON-RPC batch. When the chain stops answering, or answers but stops
+producing blocks for longer than `stall_after`, the adapter marks it unavailable and
+says why; quotes then leave it out. Reconnects back off exponentially.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from web3 import AsyncWeb3, WebSocketProvider
+
+from adapters.pools import GET_RESERVES, SYNC_TOPIC, PoolAdapter, adapter_for, decode_reserves
+from app.domain.sources import Source
+from app.manifest import ChainInfo
+
+__all__ = ["ChainAdapter", "ChainUpdate"]
+
+log = logging.getLogger("crossbook.adapters.chain")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainUpdate:
+    """What changed on one chain: new head, changed sources, availability."""
+
+    chain_id: int
+    block_number: int
+    block_hash: str
+    timestamp: int
+    sources: dict[str, Source] = field(default_factory=dict)  # source id -> new state
+    available: bool = True
+    reason: str = ""
+    full: bool = False  # True: `sources` holds every pool (after a resync)
+
+
+def _hex(v: Any) -> str:
+    if isinstance(v, bytes | bytearray):
+        return "0x" + bytes(v).hex()
+    return str(v)
+
+
+class ChainAdapter:
+    def __init__(
+        self,
+        chain: ChainInfo,
+        on_update: Callable[[ChainUpdate], None],
+        *,
+        stall_after: float | None = None,
+        gas_units: dict[str, int] | None = None,
+    ) -> None:
+        self.chain = chain
+        self.on_update = on_update
+        self.pools: dict[str, PoolAdapter] = {
+            p.address.lower(): adapter_for(chain, p, gas_units) for p in chain.pools
+        }
+        # A chain is stalled after missing several blocks in a row (never under 2 s,
+        # so a busy machine's scheduling jitter does not flap fast chains).
+        self.stall_after = stall_after or max(2.0, 4 * chain.block_time)
+        self.available = False
+        self.reason = "not connected yet"
+        self.block_number = -1
+        self.block_hash = ""
+        self.timestamp = 0
+        self.last_head_at = 0.0
+        self._stop = asyncio.Event()
+        self._connected = asyncio.Event()
+
+    # -- public ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow the chain until `stop()`; never raises for chain faults."""
+        watchdog = asyncio.create_task(self._watchdog())
+        backoff = 0.1
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._follow()
+                    backoff = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    self._mark_unavailable(f"rpc error: {type(e).__name__}: {e}")
+                    log.warning("chain %s: %s; reconnecting in %.1fs", self.chain.chain_id, e, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    # -- following -------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        async with AsyncWeb3(WebSocketProvider(self.chain.ws_url, max_connection_retries=0)) as w3:
+            await w3.eth.subscribe("newHeads")
+            await self._resync(w3)
+            self._connected.set()
+            stream = w3.socket.process_subscriptions()
+            while not self._stop.is_set():
+                try:
+                    msg = await asyncio.wait_for(stream.__anext__(), timeout=0.5)
+                except TimeoutError:
+                    continue
+                head = msg["result"]
+                await self._on_head(w3, head)
+
+    async def _resync(self, w3: AsyncWeb3[Any]) -> None:
+        block = await w3.eth.get_block("latest")
+        number = int(block["number"])
+        pools = list(self.pools.values())
+        async with w3.batch_requests() as batch:
+            for p in pools:
+                batch.add(w3.eth.call({"to": p.address, "data": GET_RESERVES}, number))  # type: ignore[typeddict-item]
+            results = await batch.async_execute()
+        sources = {p.source_id: p.source(*decode_reserves(bytes(r))) for p, r in zip(pools, results, strict=True)}
+        self._set_head(number, _hex(block["hash"]), int(block["timestamp"]))
+        self._publish(sources, full=True)
+
+    async def _on_head(self, w3: AsyncWeb3[Any], head: Any) -> None:
+        number = int(head["number"])
+        parent = _hex(head["parentHash"])
+        if number != self.block_number + 1 or (self.block_hash and parent != self.block_hash):
+            # Not a plain extension: a reorg (or missed heads) — re-read everything.
+            log.info("chain %s: head %s does not extend %s; resync", self.chain.chain_id, number, self.block_number)
+            await self._resync(w3)
+            return
+        sources: dict[str, Source] = {}
+        if self.pools:
+            logs = await w3.eth.get_logs(
+                {
+                    "fromBlock": number,
+                    "toBlock": number,
+                    "address": [p.address for p in self.pools.values()],  # type: ignore[typeddict-item]
+                    "topics": [SYNC_TOPIC],  # type: ignore[list-item]
+                }
+            )
+            for entry in logs:  # in log order, so the last Sync per pool wins
+                pool = self.pools.get(str(entry["address"]).lower())
+                if pool is not None:
+                    sources[pool.source_id] = pool.source(*decode_reserves(bytes(entry["data"])))
+        self._set_head(number, _hex(head["hash"]), int(head["timestamp"]))
+        self._publish(sources)
+
+    # -- state -----------------------------------------------------------------------
+
+    def _set_head(self, number: int, block_hash: str, timestamp: int) -> None:
+        self.block_number = number
+        self.block_hash = block_hash
+        self.timestamp = timestamp
+        self.last_head_at = time.monotonic()
+
+    def _publish(self, sources: dict[str, Source], *, full: bool = False) -> None:
+        self.available = True
+        self.reason = ""
+        self.on_update(
+            ChainUpdate(
+                chain_id=self.chain.chain_id,
+                block_number=self.block_number,
+                block_hash=self.block_hash,
+                timestamp=self.timestamp,
+                sources=sources,
+                full=full,
+            )
+        )
+
+    def _mark_unavailable(self, reason: str) -> None:
+        if not self.available and self.reason == reason:
+            return
+        self.available = False
+        self.reason = reason
+        self.on_update(
+            ChainUpdate(
+                chain_id=self.chain.chain_id,
+                block_number=self.block_number,
+                block_hash=self.block_hash,
+                timestamp=self.timestamp,
+                available=False,
+                reason=reason,
+            )
+        )
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.stall_after / 4))
+            if self.available and time.monotonic() - self.last_head_at > self.stall_after:
+                self._mark_unavailable(f"no new block for {self.stall_after:.1f}s (chain halted?)")

@@ -1,0 +1,224 @@
+"""`crossbook`: the command line for traders, testers and operators.
+
+Thin: each command parses its options and calls a service in scripts/, app/ or
+settlement/. Errors that a user can fix print one line naming the cause and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from app.manifest import Manifest, ManifestError
+from app.settings import get_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Crossbook: cross-chain liquidity aggregator")
+devnet_app = typer.Typer(no_args_is_help=True, help="Multi-chain Anvil devnet for testers")
+app.add_typer(devnet_app, name="devnet")
+err = Console(stderr=True)
+out = Console()
+
+ChainOpt = Annotated[int, typer.Option("--chain", help="chain id")]
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _state_dir() -> Path:
+    return get_settings().state_dir / "devnet"
+
+
+def _progress(msg: str) -> None:
+    err.print(f"[cyan]•[/] {msg}")
+
+
+@devnet_app.command("up")
+def devnet_up(
+    chains: Annotated[int, typer.Option(help="number of chains")] = 3,
+    config: Annotated[Path | None, typer.Option(help="devnet TOML config file")] = None,
+    base_port: Annotated[int | None, typer.Option(help="chain k listens on base-port + k (0: free ports)")] = None,
+    foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the devnet")] = False,
+) -> None:
+    """Start an N-chain devnet with tokens, pools, funded accounts; write the manifest."""
+    from scripts.devnet.config import ConfigError, load_config
+    from scripts.devnet.devnet import Devnet, DevnetError, DevnetState, ensure_anvil
+
+    try:
+        ensure_anvil()
+        cfg = load_config(config or get_settings().devnet_config, chains=chains, base_port=base_port)
+        existing = DevnetState.load(_state_dir())
+        if existing and any(_alive(p["pid"]) for p in existing.pids):
+            _fail("a devnet is already running (`crossbook devnet down` first)")
+        net = Devnet(cfg, _state_dir(), detached=not foreground)
+        net.start(progress=_progress)
+    except (ConfigError, DevnetError) as e:
+        _fail(str(e))
+        return
+    out.print_json(json.dumps({"manifest": str(net.manifest_path), "chains": [
+        {"chainId": c.chain_id, "rpcUrl": c.rpc_url} for c in net.manifest.chains  # type: ignore[union-attr]
+    ]}))
+    if foreground:
+        from scripts.stack import wait_for_signal
+
+        try:
+            wait_for_signal()
+        finally:
+            net.stop()
+
+
+def _alive(pid: int) -> bool:
+    from scripts.devnet.devnet import _pid_alive
+
+    return _pid_alive(int(pid))
+
+
+@devnet_app.command("down")
+def devnet_down() -> None:
+    """Stop every process `devnet up` started."""
+    from scripts.devnet.devnet import stop_detached
+
+    stopped = stop_detached(_state_dir())
+    out.print(f"stopped {len(stopped)} process(es)")
+
+
+def _manifest() -> Manifest:
+    try:
+        return Manifest.load(get_settings().manifest)
+    except ManifestError as e:
+        _fail(str(e))
+        raise
+
+
+@devnet_app.command("status")
+def devnet_status(as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False) -> None:
+    """Height, finalized height, block time, depth and pool reserves per chain."""
+    from scripts.devnet.status import devnet_status as status
+
+    doc = status(_manifest(), _state_dir() / "control.json")
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    for c in doc["chains"]:
+        head = f"{c['name']} (chain {c['chainId']}) {c['rpcUrl']}"
+        if not c.get("available"):
+            out.print(f"[red]{head}: unavailable[/] {c.get('error', '')}")
+            continue
+        out.print(
+            f"[bold]{head}[/] height {c['height']} finalized {c['finalizedHeight']} "
+            f"block {c['blockTime']}s depth {c['finalityDepth']}" + (" [red]HALTED[/]" if c["halted"] else "")
+        )
+        t = Table("pool", "kind", "fee", "reserve0", "reserve1")
+        for p in c["pools"]:
+            t.add_row(f"{p['pair']} {p['address'][:10]}…", p["kind"], f"{p['feeBps']}bps", p["reserve0"], p["reserve1"])
+        out.print(t)
+
+
+def _controller():  # type: ignore[no-untyped-def]
+    from scripts.devnet.config import load_config
+    from scripts.devnet.devnet import Devnet
+
+    net = Devnet(load_config(get_settings().devnet_config), _state_dir())
+    net.manifest = _manifest()
+    if not net.control_path.exists():
+        _fail("no devnet control file: is a devnet running?")
+    return net
+
+
+@devnet_app.command("halt")
+def devnet_halt(chain: ChainOpt) -> None:
+    """Stop block production on a chain."""
+    from scripts.devnet.devnet import DevnetError
+
+    try:
+        _controller().halt(chain)
+    except DevnetError as e:
+        _fail(str(e))
+    out.print(f"chain {chain} halted")
+
+
+@devnet_app.command("resume")
+def devnet_resume(chain: ChainOpt) -> None:
+    """Restart block production on a halted chain."""
+    from scripts.devnet.devnet import DevnetError
+
+    try:
+        _controller().resume(chain)
+    except DevnetError as e:
+        _fail(str(e))
+    out.print(f"chain {chain} resumed")
+
+
+@devnet_app.command("slow")
+def devnet_slow(chain: ChainOpt, block_time: Annotated[float, typer.Option(help="new block time in seconds")]) -> None:
+    """Change a chain's block time (slow finality)."""
+    from scripts.devnet.devnet import DevnetError
+
+    try:
+        _controller().set_block_time(chain, block_time)
+    except DevnetError as e:
+        _fail(str(e))
+    out.print(f"chain {chain} block time {block_time}s")
+
+
+@devnet_app.command("reorg")
+def devnet_reorg(chain: ChainOpt, depth: Annotated[int, typer.Option(help="blocks to replace")] = 1) -> None:
+    """Reorganise the last DEPTH blocks of a chain (anvil_reorg); their transactions are dropped."""
+    from scripts.devnet.devnet import DevnetError, reorg
+
+    m = _manifest()
+    try:
+        res = reorg(m.chain(chain).rpc_url, depth)
+    except KeyError:
+        _fail(f"unknown chain id {chain}; chains: {list(m.chain_ids)}")
+        return
+    except DevnetError as e:
+        _fail(str(e))
+        return
+    out.print_json(json.dumps(res))
+
+
+@app.command("up")
+def up(
+    chains: Annotated[int, typer.Option(help="number of chains")] = 3,
+    config: Annotated[Path | None, typer.Option(help="devnet TOML config file")] = None,
+    base_port: Annotated[int | None, typer.Option(help="chain k listens on base-port + k (0: free ports)")] = None,
+) -> None:
+    """Start everything: Redis (embedded if REDIS_URL does not answer), the devnet, and the services. Ctrl-C stops all."""
+    from scripts.stack import Stack, StackError
+
+    stack = Stack(get_settings(), chains=chains, config=config, base_port=base_port, progress=_progress)
+    try:
+        stack.run()
+    except StackError as e:
+        _fail(str(e))
+
+
+@app.command("bench")
+def bench(
+    which: Annotated[list[str] | None, typer.Argument(help="benchmarks to run (default: all)")] = None,
+    quick: Annotated[bool, typer.Option(help="small sizes, for CI smoke runs")] = False,
+) -> None:
+    """Run benchmarks; prints one JSON document."""
+    from bench.runner import run_benchmarks
+
+    doc = run_benchmarks(which or [], quick=quick)
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
