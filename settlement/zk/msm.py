@@ -1,0 +1,390 @@
+"""Multi-scalar multiplication on BN254 G1/G2: Pippenger with signed windows and
+batch-affine buckets, plus fixed-base tables for the trusted setup.
+
+Pippenger: cut every scalar into c-bit *signed* digits in (-2^(c-1), 2^(c-1)] (halves the
+buckets: -d*P goes into bucket d as the point -P, negation being free in affine form);
+per window, put each point in the bucket of its digit; then
+    sum_i s_i P_i = sum_w 2^(cw) sum_k k * B_(w,k).
+Zero digits cost nothing, so scalars 0 and 1 (bits, flags: most of a real witness) and
+small amounts touch one window or none.
+
+All additions are *batch-affine*: `_reduce` takes a list of (key, point) entries sorted by
+key and repeatedly adds disjoint pairs of same-key entries, one batched inversion per
+round (see `curve.g1_add_pairs`), until each key holds one point. Bucket accumulation is
+`_reduce` keyed by (window, digit). The weighted bucket sums are `_reduce` again, keyed by
+bit position: bucket (w, k) contributes to u = c*w + t for each set bit t of k, and the
+result is sum_u 2^u H_u, a 256-step affine double-and-add. Index bookkeeping (digits,
+sorting, pairing) is numpy; coordinates are gmpy2 integers in numpy object arrays.
+
+Fixed base (setup): for one base G and many scalars, tables T[w][k] = k 2^(cw) G turn each
+scalar multiplication into ~254/c table additions, reduced the same way keyed by scalar.
+
+`run_parallel` forks one helper process (the brief allows two processes) so that prover
+tasks can run side by side; the fork shares the proving key copy-on-write.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from gmpy2 import mpz
+
+from settlement.zk.constants import FIELD_MODULUS, SCALAR_FIELD
+from settlement.zk.curve import (
+    G1Point,
+    G2Point,
+    g1_add,
+    g1_add_pairs,
+    g1_double,
+    g2_add,
+    g2_add_pairs,
+    g2_double,
+)
+
+__all__ = [
+    "G1",
+    "G2",
+    "Group",
+    "PointArrays",
+    "fixed_base_mul",
+    "msm",
+    "msm_g1",
+    "msm_g2",
+    "run_parallel",
+    "signed_digits",
+]
+
+_P = mpz(FIELD_MODULUS)
+P = TypeVar("P")
+
+
+def _obj(values: Sequence[Any]) -> np.ndarray:
+    # fromiter: assigning a list into an object array probes every element for the
+    # sequence protocol (~1.3 us each for mpz); fromiter just stores references.
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+@dataclass(frozen=True, slots=True)
+class Group(Generic[P]):
+    """What the generic engine needs to know about G1 or G2."""
+
+    name: str
+    n_coords: int  # 2 for G1 (x, y), 4 for G2 (x0, x1, y0, y1)
+    y_coords: tuple[int, ...]  # coordinates negated by point negation
+    add_pairs: Callable[..., tuple[Any, ...]]
+    add: Callable[[P, P], P]
+    double: Callable[[P], P]
+    cost: float  # relative cost of one batched addition, for work splitting
+
+    def to_point(self, coords: Sequence[Any]) -> P:
+        return tuple(int(c) for c in coords)  # type: ignore[return-value]
+
+
+G1: Group[G1Point] = Group("G1", 2, (1,), g1_add_pairs, g1_add, g1_double, 1.0)
+G2: Group[G2Point] = Group("G2", 4, (2, 3), g2_add_pairs, g2_add, g2_double, 2.7)
+
+
+@dataclass(frozen=True, slots=True)
+class PointArrays:
+    """A list of non-infinity points as coordinate columns, plus where they came from."""
+
+    coords: tuple[np.ndarray, ...]  # object arrays of mpz, one per coordinate
+    neg_coords: tuple[np.ndarray, ...]  # the negated y coordinates (same order as y_coords)
+    index: np.ndarray  # position of each point in the original sequence
+
+    @staticmethod
+    def build(group: Group[Any], points: Sequence[Any]) -> PointArrays:
+        keep = [i for i, pt in enumerate(points) if pt is not None]
+        coords = tuple(_obj([mpz(points[i][j]) for i in keep]) for j in range(group.n_coords))
+        neg = tuple(_obj([(_P - c) % _P for c in coords[j]]) for j in group.y_coords)
+        return PointArrays(coords, neg, np.asarray(keep, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+# ---------------------------------------------------------------- scalar decomposition
+
+
+def signed_digits(scalars: Sequence[int], c: int, n_windows: int) -> np.ndarray:
+    """(len, n_windows) int64 digits d_w in (-2^(c-1), 2^(c-1)] with s = sum d_w 2^(cw).
+
+    Needs n_windows * c >= bitlength(max scalar) + 1 so the last carry is absorbed.
+    """
+    n = len(scalars)
+    limbs_n = max(4, (n_windows * c + 63) // 64 + 1)
+    raw = b"".join(int(s).to_bytes(32, "little") for s in scalars)
+    limbs = np.zeros((n, limbs_n), dtype=np.uint64)
+    if n:
+        limbs[:, :4] = np.frombuffer(raw, dtype="<u8").reshape(n, 4)
+    mask = np.uint64((1 << c) - 1)
+    half = 1 << (c - 1)
+    out = np.empty((n, n_windows), dtype=np.int64)
+    carry = np.zeros(n, dtype=np.int64)
+    for w in range(n_windows):
+        bit = w * c
+        q, off = divmod(bit, 64)
+        v = limbs[:, q] >> np.uint64(off)
+        if off + c > 64:
+            v = v | (limbs[:, q + 1] << np.uint64(64 - off))
+        d = (v & mask).astype(np.int64) + carry
+        carry = (d > half).astype(np.int64)
+        out[:, w] = d - (carry << c)
+    if carry.any():
+        raise ValueError("scalars too large for the requested windows")
+    return out
+
+
+# ---------------------------------------------------------------- the batch-affine engine
+
+
+def _reduce(
+    group: Group[Any], keys: np.ndarray, coords: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sum the points of each key. `keys` must be sorted; returns unique keys (sorted) and
+    their sums; keys whose sum is the point at infinity are dropped."""
+    done_keys: list[np.ndarray] = []
+    done_coords: list[list[np.ndarray]] = [[] for _ in range(group.n_coords)]
+    while len(keys):
+        n = len(keys)
+        start = np.empty(n, dtype=bool)
+        start[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=start[1:])
+        run_starts = np.flatnonzero(start)
+        run_id = np.cumsum(start) - 1
+        run_len = np.diff(np.append(run_starts, n))[run_id]
+        pos = np.arange(n) - run_starts[run_id]
+        single = run_len == 1
+        if single.any():
+            done_keys.append(keys[single])
+            for j in range(group.n_coords):
+                done_coords[j].append(coords[j][single])
+        even = (pos & 1) == 0
+        first = np.flatnonzero(even & (pos + 1 < run_len))
+        if not len(first):
+            break
+        leftover = np.flatnonzero(even & ~single & (pos + 1 == run_len))
+        second = first + 1
+        args = [coords[j][first].tolist() for j in range(group.n_coords)]
+        args += [coords[j][second].tolist() for j in range(group.n_coords)]
+        *sums, infinite = group.add_pairs(*args)
+        new_pos = np.concatenate([first, leftover])
+        order = np.argsort(new_pos, kind="stable")
+        keep = np.ones(len(new_pos), dtype=bool)
+        if infinite:
+            keep[np.asarray(infinite, dtype=np.int64)] = False
+        sel = order[keep[order]]
+        keys = keys[new_pos][sel]
+        coords = [
+            np.concatenate([_obj(sums[j]), coords[j][leftover]])[sel] for j in range(group.n_coords)
+        ]
+    if not done_keys:
+        return np.zeros(0, dtype=np.int64), [np.zeros(0, dtype=object)] * group.n_coords
+    all_keys = np.concatenate(done_keys)
+    order = np.argsort(all_keys, kind="stable")
+    return all_keys[order], [np.concatenate(cs)[order] for cs in done_coords]
+
+
+def _gather(
+    group: Group[Any], pts: PointArrays, idx: np.ndarray, negative: np.ndarray
+) -> list[np.ndarray]:
+    out = []
+    for j in range(group.n_coords):
+        col = pts.coords[j][idx]
+        if j in group.y_coords:
+            neg = pts.neg_coords[group.y_coords.index(j)][idx]
+            col = np.where(negative, neg, col)
+        out.append(col)
+    return out
+
+
+def _window_bits(n_points: int, max_bits: int) -> int:
+    """Window minimising bucket additions + bucket-combination additions (cost model)."""
+    best, best_cost = 1, math.inf
+    for c in range(2, 20):
+        windows = -(-(max_bits + 1) // c)
+        cost = windows * (n_points + (1 << (c - 1)) * c / 2)
+        if cost < best_cost:
+            best, best_cost = c, cost
+    return best
+
+
+def msm(
+    group: Group[P],
+    pts: PointArrays,
+    scalars: Sequence[int],
+    digits: np.ndarray | None = None,
+    window: int | None = None,
+) -> P:
+    """sum scalars[pts.index[i]] * point_i. `scalars` is indexed like the original point
+    list (so one witness serves every query); `digits` may be precomputed for them with
+    `signed_digits(scalars, window, ...)`."""
+    if len(pts) == 0:
+        return None  # type: ignore[return-value]
+    if digits is None:
+        sub = [int(scalars[i]) % SCALAR_FIELD for i in pts.index]
+        max_bits = max((s.bit_length() for s in sub), default=0)
+        if max_bits == 0:
+            return None  # type: ignore[return-value]
+        c = window or _window_bits(len(sub), max_bits)
+        digits = signed_digits(sub, c, -(-(max_bits + 1) // c))
+    else:
+        if window is None:
+            raise ValueError("precomputed digits need their window size")
+        c = window
+        digits = digits[pts.index]
+    half = 1 << (c - 1)
+    n = digits.shape[0]
+    flat = digits.T.reshape(-1)  # window-major: entry f is window f // n, point f % n
+    nz = np.flatnonzero(flat)
+    d = flat[nz]
+    keys = (nz // n) * half + np.abs(d) - 1
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    nz = nz[order]
+    coords = _gather(group, pts, nz % n, d[order] < 0)
+    bkeys, bcoords = _reduce(group, keys, coords)
+    return _combine_buckets(group, bkeys, bcoords, c)
+
+
+def _combine_buckets(group: Group[P], bkeys: np.ndarray, bcoords: list[np.ndarray], c: int) -> P:
+    """sum over buckets of k * 2^(cw) * B_(w,k), by splitting k into bits."""
+    half = 1 << (c - 1)
+    win = bkeys // half
+    k = bkeys % half + 1
+    key_parts: list[np.ndarray] = []
+    idx_parts: list[np.ndarray] = []
+    for t in range(c):
+        sel = np.flatnonzero((k >> t) & 1)
+        key_parts.append(win[sel] * c + t)
+        idx_parts.append(sel)
+    keys = np.concatenate(key_parts)
+    idx = np.concatenate(idx_parts)
+    order = np.argsort(keys, kind="stable")
+    ukeys, ucoords = _reduce(group, keys[order], [col[idx[order]] for col in bcoords])
+    sums = {int(u): group.to_point([col[i] for col in ucoords]) for i, u in enumerate(ukeys)}
+    acc: Any = None
+    for u in range(max(sums, default=-1), -1, -1):
+        acc = group.double(acc)
+        if u in sums:
+            acc = group.add(acc, sums[u])
+    return acc
+
+
+def msm_g1(points: Sequence[G1Point], scalars: Sequence[int]) -> G1Point:
+    """sum s_i P_i in G1 (points may contain None)."""
+    if len(points) != len(scalars):
+        raise ValueError("points and scalars differ in length")
+    return msm(G1, PointArrays.build(G1, points), scalars)
+
+
+def msm_g2(points: Sequence[G2Point], scalars: Sequence[int]) -> G2Point:
+    """sum s_i Q_i in G2 (points may contain None)."""
+    if len(points) != len(scalars):
+        raise ValueError("points and scalars differ in length")
+    return msm(G2, PointArrays.build(G2, points), scalars)
+
+
+# ---------------------------------------------------------------- fixed base (setup)
+
+
+def fixed_base_mul(
+    group: Group[P],
+    base: P,
+    scalars: Sequence[int],
+    *,
+    window: int = 10,
+    chunk: int = 1 << 14,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[P]:
+    """[s * base for s in scalars] through a table of k 2^(cw) base, batch-affine."""
+    n_windows = -(-(SCALAR_FIELD.bit_length() + 1) // window)
+    half = 1 << (window - 1)
+    # Column w of the table: B_w, 2 B_w, ..., half * B_w with B_w = 2^(cw) base; built one
+    # multiple at a time for all windows together so the additions share inversions.
+    bases: list[Any] = [base]
+    for _ in range(n_windows - 1):
+        b = bases[-1]
+        for _ in range(window):
+            b = group.double(b)
+        bases.append(b)
+    cols = [[mpz(c) for c in b] for b in bases]  # current multiple per window
+    table: list[list[np.ndarray]] = [[] for _ in range(group.n_coords)]  # per coord: k-major
+    for _k in range(half):
+        for j in range(group.n_coords):
+            table[j].append(_obj([col[j] for col in cols]))
+        if _k + 1 < half:
+            *sums, infinite = group.add_pairs(
+                *[[col[j] for col in cols] for j in range(group.n_coords)],
+                *[[mpz(b[j]) for b in bases] for j in range(group.n_coords)],
+            )
+            if infinite:  # k 2^(cw) base = -2^(cw) base is impossible for k < r
+                raise ArithmeticError("fixed-base table hit infinity")
+            cols = [[sums[j][w] for j in range(group.n_coords)] for w in range(n_windows)]
+    flat_table = [np.concatenate(t) for t in table]  # entry (k-1) * n_windows + w
+    neg_table = [_obj([(_P - c) % _P for c in flat_table[j]]) for j in group.y_coords]
+    tab = PointArrays(tuple(flat_table), tuple(neg_table), np.arange(len(flat_table[0])))
+
+    out: list[Any] = [None] * len(scalars)
+    for lo in range(0, len(scalars), chunk):
+        part = [int(s) % SCALAR_FIELD for s in scalars[lo : lo + chunk]]
+        digits = signed_digits(part, window, n_windows)
+        rows, wins = np.nonzero(digits)
+        d = digits[rows, wins]
+        entry = (np.abs(d) - 1) * n_windows + wins
+        coords = _gather(group, tab, entry, d < 0)
+        keys, sums = _reduce(group, rows.astype(np.int64), coords)  # rows already sorted
+        for i, key in enumerate(keys.tolist()):
+            out[lo + key] = group.to_point([col[i] for col in sums])
+        if progress is not None:
+            progress(min(lo + chunk, len(scalars)), len(scalars))
+    return out
+
+
+# ---------------------------------------------------------------- two processes
+
+
+T = TypeVar("T")
+
+
+def _child(conn: Any, fn: Callable[[], Any]) -> None:
+    try:
+        conn.send(("ok", fn()))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def run_parallel(
+    here: Callable[[], T], there: Callable[[], Any], *, processes: int = 2
+) -> tuple[T, Any]:
+    """Run `there` in a forked helper while `here` runs in this process; (here(), there()).
+
+    With processes=1, or where fork is unavailable, both run here, one after the other.
+    The helper inherits the caller's memory (proving key, witness) copy-on-write, so only
+    its result (a point) crosses the pipe.
+    """
+    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods() or os.name != "posix":
+        return here(), there()
+    ctx = multiprocessing.get_context("fork")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child_conn, there), daemon=True)
+    proc.start()
+    child_conn.close()
+    try:
+        mine = here()
+        status, value = parent_conn.recv()
+    finally:
+        proc.join()
+        parent_conn.close()
+    if status != "ok":
+        raise RuntimeError(f"helper process failed:\n{value}")
+    return mine, value
