@@ -202,6 +202,11 @@ class ConstraintSystem:
         order.extend(v for v in range(1, len(self._values)) if v not in pub)
         return order
 
+    def wire_of(self, signal: LC) -> int:
+        """The compiled wire index of a single signal (for tests that tamper with a wire)."""
+        (v,) = (k for k, c in signal.terms.items() if k and c % R)
+        return self._order().index(v)
+
     def witness(self) -> Witness:
         return [self._values[v] for v in self._order()]
 
