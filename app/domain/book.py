@@ -1,0 +1,230 @@
+"""The virtual book: every source on every chain, one immutable snapshot per version.
+
+The book is what the router prices against and what `GET /v1/book` shows:
+
+- every liquidity source (pools and market-maker ladders) on every connected chain,
+  indexed by the canonical asset pair it trades; amounts stay in each deployment's base
+  units, and comparisons across chains go through the 18-decimal canonical scale;
+- the operator's vault inventory per chain and asset, and what confirmed orders have
+  already reserved of it (`available_inventory` = balance − reservations);
+- which chains are available: a chain marked unavailable (halted, reorging) drops out of
+  routing, and its status says why.
+
+A `VirtualBook` is a frozen value: every update returns a new book whose `version` is one
+higher, so a quote is always tied to exactly one version, and caches keyed by version are
+never stale.  Reserving applies a route's trades to its sources (a reserved pool or level
+is not quoted twice) and holds the payout inventory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from app.domain.sources import LadderSource, Source, Trade
+from app.domain.types import Asset, AssetPair, AssetSymbol, ChainId
+
+__all__ = [
+    "BookError",
+    "ChainStatus",
+    "Hold",
+    "InsufficientInventory",
+    "Reservation",
+    "UnknownAsset",
+    "VirtualBook",
+]
+
+
+class BookError(Exception):
+    """Root of the book's errors."""
+
+
+class UnknownAsset(BookError, KeyError):
+    """No deployment of that asset is registered on that chain."""
+
+
+class InsufficientInventory(BookError):
+    """A hold asks for more vault inventory than is free."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Vault inventory set aside for a confirmed order's payout."""
+
+    chain: ChainId
+    symbol: AssetSymbol
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    trades: tuple[Trade, ...] = ()
+    holds: tuple[Hold, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    chain: ChainId
+    available: bool
+    reason: str = ""
+
+
+def _frozen(d: Mapping) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VirtualBook:
+    """One version of the whole book.  Build with `VirtualBook()` and the `with_*` updates."""
+
+    version: int = 0
+    assets: Mapping[tuple[AssetSymbol, ChainId], Asset] = field(default_factory=dict)
+    sources: Mapping[str, Source] = field(default_factory=dict)
+    inventory: Mapping[tuple[ChainId, AssetSymbol], int] = field(default_factory=dict)
+    reservations: Mapping[str, Reservation] = field(default_factory=dict)
+    chain_status: Mapping[ChainId, ChainStatus] = field(default_factory=dict)
+    _by_pair: Mapping[AssetPair, tuple[str, ...]] = field(init=False, repr=False)
+    _reserved: Mapping[tuple[ChainId, AssetSymbol], int] = field(init=False, repr=False)
+    _next_expiry: int | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_pair: dict[AssetPair, list[str]] = {}
+        for sid in sorted(self.sources):
+            t0, t1 = self.sources[sid].tokens
+            by_pair.setdefault(AssetPair.of(t0.symbol, t1.symbol), []).append(sid)
+        reserved: dict[tuple[ChainId, AssetSymbol], int] = {}
+        for r in self.reservations.values():
+            for h in r.holds:
+                reserved[(h.chain, h.symbol)] = reserved.get((h.chain, h.symbol), 0) + h.amount
+        object.__setattr__(self, "_by_pair", {p: tuple(ids) for p, ids in by_pair.items()})
+        object.__setattr__(self, "_reserved", reserved)
+        times = [
+            t
+            for s in self.sources.values()
+            if isinstance(s, LadderSource)
+            if (t := s.next_expiry()) is not None
+        ]
+        object.__setattr__(self, "_next_expiry", min(times) if times else None)
+
+    def _next(self, **changes: object) -> VirtualBook:
+        return replace(self, version=self.version + 1, **changes)  # type: ignore[arg-type]
+
+    # -- updates (each returns the next version) ---------------------------------------
+
+    def with_assets(self, *assets: Asset) -> VirtualBook:
+        merged = dict(self.assets)
+        merged.update({(a.symbol, a.chain): a for a in assets})
+        status = dict(self.chain_status)
+        for a in assets:
+            status.setdefault(a.chain, ChainStatus(a.chain, True))
+        return self._next(assets=_frozen(merged), chain_status=_frozen(status))
+
+    def with_sources(self, *sources: Source) -> VirtualBook:
+        """Add or replace sources (by id); their tokens are registered as assets."""
+        book = self.with_assets(*(t for s in sources for t in s.tokens))
+        merged = dict(book.sources)
+        merged.update({s.id: s for s in sources})
+        return replace(book, sources=_frozen(merged))
+
+    def without_sources(self, *ids: str) -> VirtualBook:
+        return self._next(sources=_frozen({k: v for k, v in self.sources.items() if k not in ids}))
+
+    def with_inventory(self, chain: ChainId, symbol: AssetSymbol, amount: int) -> VirtualBook:
+        """Set the vault's balance of `symbol` on `chain` (base units)."""
+        self.asset(symbol, chain)
+        inv = dict(self.inventory)
+        inv[(chain, symbol)] = amount
+        return self._next(inventory=_frozen(inv))
+
+    def with_chain_available(
+        self, chain: ChainId, available: bool, reason: str = ""
+    ) -> VirtualBook:
+        status = dict(self.chain_status)
+        status[chain] = ChainStatus(chain, available, "" if available else reason)
+        return self._next(chain_status=_frozen(status))
+
+    def reserve(
+        self, reservation_id: str, trades: Iterable[Trade] = (), holds: Iterable[Hold] = ()
+    ) -> VirtualBook:
+        """Apply `trades` to their sources and hold payout inventory, atomically."""
+        if reservation_id in self.reservations:
+            raise BookError(f"reservation {reservation_id} exists")
+        trades, holds = tuple(trades), tuple(holds)
+        need: dict[tuple[ChainId, AssetSymbol], int] = {}
+        for h in holds:
+            need[(h.chain, h.symbol)] = need.get((h.chain, h.symbol), 0) + h.amount
+        for (chain, sym), amount in need.items():
+            free = self.available_inventory(chain, sym)
+            if amount > free:
+                raise InsufficientInventory(f"{sym}@{chain}: need {amount}, free {free}")
+        srcs = dict(self.sources)
+        for t in trades:
+            srcs[t.source_id] = srcs[t.source_id].apply(t)
+        res = dict(self.reservations)
+        res[reservation_id] = Reservation(reservation_id, trades, holds)
+        return self._next(sources=_frozen(srcs), reservations=_frozen(res))
+
+    def release(self, reservation_id: str) -> VirtualBook:
+        """Free a reservation's inventory holds.
+
+        Source state is not rolled back: pool reserves come back from the chain adapters
+        (which see the settled or absent trade), and consumed maker levels stay consumed.
+        """
+        res = {k: v for k, v in self.reservations.items() if k != reservation_id}
+        return self._next(reservations=_frozen(res))
+
+    def expire(self, now: int) -> VirtualBook:
+        """Drop market-maker levels that expired at or before `now` (same book if none)."""
+        nxt = self.next_expiry
+        if nxt is None or nxt > now:
+            return self
+        srcs = {
+            k: (v.live(now) if isinstance(v, LadderSource) else v) for k, v in self.sources.items()
+        }
+        return self._next(sources=_frozen(srcs))
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def chains(self) -> tuple[ChainId, ...]:
+        return tuple(sorted(self.chain_status))
+
+    def is_available(self, chain: ChainId) -> bool:
+        st = self.chain_status.get(chain)
+        return st is not None and st.available
+
+    @property
+    def unavailable_chains(self) -> tuple[ChainStatus, ...]:
+        return tuple(s for _, s in sorted(self.chain_status.items()) if not s.available)
+
+    def asset(self, symbol: str, chain: ChainId) -> Asset:
+        try:
+            return self.assets[(AssetSymbol(symbol), chain)]
+        except KeyError:
+            raise UnknownAsset(f"{symbol} is not deployed on chain {chain}") from None
+
+    def symbols(self) -> tuple[AssetSymbol, ...]:
+        return tuple(sorted({s for s, _ in self.assets}))
+
+    def sources_for(self, a: str, b: str) -> tuple[Source, ...]:
+        """Sources trading a/b on available chains, in id order (deterministic)."""
+        if a == b:
+            return ()
+        ids = self._by_pair.get(AssetPair.of(a, b), ())
+        return tuple(s for s in (self.sources[i] for i in ids) if self.is_available(s.chain))
+
+    def reserved(self, chain: ChainId, symbol: str) -> int:
+        return self._reserved.get((chain, AssetSymbol(symbol)), 0)
+
+    def available_inventory(self, chain: ChainId, symbol: str) -> int:
+        """Vault balance minus reservations (0 on an unavailable chain)."""
+        if not self.is_available(chain):
+            return 0
+        return self.inventory.get((chain, AssetSymbol(symbol)), 0) - self.reserved(chain, symbol)
+
+    @property
+    def next_expiry(self) -> int | None:
+        """Earliest expiry among market-maker levels (None without levels)."""
+        return self._next_expiry

@@ -1,0 +1,404 @@
+"""The router: split one order over the whole virtual book, optimally and exactly.
+
+**Economics of a cross-chain order.**  The trader sells asset X on chain A and receives
+asset Y on chain B.  The trader's X is pulled on chain A into the operator's vault; the
+operator pays Y on chain B *from its own inventory*.  The pool and maker trades that the
+route lists are the operator's rebalancing — they can run on any chain's sources (and
+are netted per batch by the settlement), so the *price* of the order is formed by the
+whole book for the pair across all available chains, while the *binding limit* is the
+vault's free inventory of Y on chain B (balance minus reservations).  Intermediate
+connector amounts on a multi-hop path are likewise the operator's, netted per batch.
+Chains marked unavailable contribute no sources, and an order whose sell or buy chain
+is unavailable is refused.
+
+**Optimality.**  Maximising Σ outᵢ(xᵢ) subject to Σ xᵢ = X over concave source curves
+is a convex problem whose optimum equalises marginal prices (Angeris et al., "Optimal
+Routing for Constant Function Market Makers").  Every source's inverse marginal curve
+is precomputed per book version (`routing.curves`: closed form for constant product,
+tabulated from the exact integer math for StableSwap, staircase for ladders) and merged
+(`routing.aggregate`), so an order solves for the common marginal in O(log K).  Members
+are direct sources and, per connector asset C, the two-hop path X→C→Y, itself split
+optimally on each hop.  The float solution is turned into integer amounts that sum
+exactly to the order, and every output comes from each source's exact integer math
+(`routing.execute`); the result is never worse than the best single member.
+
+**Gas.**  Each source costs its gas units, amortised over the settlement batch size and
+priced in the output asset (gas price per chain × price of the native asset in the
+book).  A member whose surplus over the marginal price (yᵢ − λ·xᵢ, a lower bound on what
+it adds) is below its gas is dropped — the worst first — and the split re-solved, until
+every used member pays for itself.
+
+**Determinism.**  Members are ordered by source id and connector symbol, sorts are
+stable and integer ties break to the lower index: the same book version and order give
+the same route.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+
+from app.domain.book import VirtualBook
+from app.domain.routing.aggregate import CapacityExceeded
+from app.domain.routing.execute import (
+    composite_in,
+    composite_out,
+    direct_in,
+    direct_out,
+    in_cap,
+    integer_split,
+    out_cap,
+)
+from app.domain.routing.plan import Composite, Direct, Plan, build_plan
+from app.domain.routing.result import (
+    ChainUnavailable,
+    GasLine,
+    GasModel,
+    InventoryExceeded,
+    Leg,
+    NoRoute,
+    Route,
+    RoutingError,
+    Side,
+    Split,
+)
+from app.domain.sources import InsufficientLiquidity
+from app.domain.types import CANONICAL_DECIMALS, Asset, AssetSymbol, ChainId
+
+__all__ = [
+    "ChainUnavailable",
+    "GasLine",
+    "GasModel",
+    "InventoryExceeded",
+    "Leg",
+    "NoRoute",
+    "Route",
+    "Router",
+    "RoutingError",
+    "Side",
+    "Split",
+]
+
+_Member = Direct | Composite
+
+
+class Router:
+    """Quotes exact-in and exact-out routes against a `VirtualBook`.
+
+    `connectors`: assets a two-hop path may go through (None: every asset in the book;
+    empty: direct only).  `gas`: gas pricing (default: unpriced, nothing dropped).
+    Plans are cached per (book, version, pair); a Router is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        connectors: Iterable[str] | None = None,
+        gas: GasModel | None = None,
+        cache_size: int = 64,
+    ) -> None:
+        self.connectors = None if connectors is None else tuple(sorted(set(connectors)))
+        self.gas = gas or GasModel()
+        self._cache_size = cache_size
+        self._plans: OrderedDict[tuple[int, int, str, str], tuple[VirtualBook, Plan | None]] = (
+            OrderedDict()
+        )
+        self._expired: dict[tuple[int, int], tuple[VirtualBook, VirtualBook]] = {}
+
+    # -- public entry points -------------------------------------------------------------
+
+    def route_exact_in(
+        self, book: VirtualBook, sell: Asset, buy: Asset, amount_in: int, *, now: int | None = None
+    ) -> Route:
+        """Sell exactly `amount_in` of `sell` (base units on its chain) for the most `buy`."""
+        book, plan = self._setup(book, sell, buy, amount_in, now)
+        d_a, d_b = sell.decimals, buy.decimals
+        amount_c = amount_in * float(10 ** (CANONICAL_DECIMALS - d_a))
+        try:
+            excluded = self._solve(plan, amount_c, Side.EXACT_IN)
+            u = plan.agg.solve_in(amount_c, excluded)
+            shares = [x for x, _ in plan.agg.allocation(u, excluded)]
+            ints = integer_split(amount_in, shares, [in_cap(m, d_a) for m in plan.members])
+            splits = [
+                self._split_in(m, q, d_a, d_b) for m, q in zip(plan.members, ints, strict=True) if q
+            ]
+            best = self._best_single_in(plan, amount_in, amount_c, d_a, d_b)
+        except (CapacityExceeded, InsufficientLiquidity, ValueError) as exc:
+            raise NoRoute(f"cannot route {amount_in} {sell.symbol}: {exc}") from exc
+        route = self._route(Side.EXACT_IN, book, plan, sell, buy, amount_in, splits)
+        if best is not None and len(splits) > 1:
+            alt = self._route(Side.EXACT_IN, book, plan, sell, buy, amount_in, [best])
+            if alt.net_out > route.net_out:
+                route = alt
+        free = book.available_inventory(buy.chain, buy.symbol)
+        if route.amount_out > free:
+            raise InventoryExceeded(
+                f"payout {route.amount_out} {buy} exceeds free inventory {free}"
+            )
+        return route
+
+    def route_exact_out(
+        self, book: VirtualBook, sell: Asset, buy: Asset, amount_out: int, *, now: int | None = None
+    ) -> Route:
+        """Receive at least `amount_out` of `buy` for the least `sell`."""
+        book, plan = self._setup(book, sell, buy, amount_out, now)
+        free = book.available_inventory(buy.chain, buy.symbol)
+        if amount_out > free:
+            raise InventoryExceeded(f"payout {amount_out} {buy} exceeds free inventory {free}")
+        d_a, d_b = sell.decimals, buy.decimals
+        want_c = amount_out * float(10 ** (CANONICAL_DECIMALS - d_b))
+        try:
+            excluded = self._solve(plan, want_c, Side.EXACT_OUT)
+            u = plan.agg.solve_out(want_c, excluded)
+            shares = [y for _, y in plan.agg.allocation(u, excluded)]
+            ints = integer_split(amount_out, shares, [out_cap(m, d_b) for m in plan.members])
+            splits = [
+                self._split_out(m, q, d_b, d_a)
+                for m, q in zip(plan.members, ints, strict=True)
+                if q
+            ]
+            best = self._best_single_out(plan, amount_out, want_c, d_a, d_b)
+        except (CapacityExceeded, InsufficientLiquidity, ValueError) as exc:
+            raise NoRoute(f"cannot deliver {amount_out} {buy.symbol}: {exc}") from exc
+        route = self._route(
+            Side.EXACT_OUT, book, plan, sell, buy, sum(s.amount_in for s in splits), splits
+        )
+        if best is not None and len(splits) > 1:
+            alt = self._route(Side.EXACT_OUT, book, plan, sell, buy, best.amount_in, [best])
+            if alt.amount_in + _gas_in(alt) < route.amount_in + _gas_in(route):
+                route = alt
+        return route
+
+    def plan(self, book: VirtualBook, sell: AssetSymbol, buy: AssetSymbol) -> Plan | None:
+        """The cached per-version plan for a pair (built on first use)."""
+        key = (id(book), book.version, sell, buy)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is book:
+            self._plans.move_to_end(key)
+            return hit[1]
+        plan = build_plan(book, sell, buy, self.connectors, self.gas)
+        # Holding the book in the entry keeps its id from being reused while cached.
+        self._plans[key] = (book, plan)
+        while len(self._plans) > self._cache_size:
+            self._plans.popitem(last=False)
+        return plan
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _setup(
+        self, book: VirtualBook, sell: Asset, buy: Asset, amount: int, now: int | None
+    ) -> tuple[VirtualBook, Plan]:
+        if amount <= 0:
+            raise ValueError(f"amount must be positive, got {amount}")
+        for chain in (sell.chain, buy.chain):
+            if not book.is_available(chain):
+                raise ChainUnavailable(f"chain {chain} is unavailable")
+        if sell.symbol == buy.symbol:
+            raise NoRoute("selling and buying the same asset is a bridge, not a swap")
+        if now is not None:
+            book = self._live(book, now)
+        plan = self.plan(book, sell.symbol, buy.symbol)
+        if plan is None:
+            raise NoRoute(f"no source for {sell.symbol}/{buy.symbol} on any available chain")
+        return book, plan
+
+    def _live(self, book: VirtualBook, now: int) -> VirtualBook:
+        nxt = book.next_expiry
+        if nxt is None or nxt > now:
+            return book
+        key = (id(book), book.version)
+        hit = self._expired.get(key)
+        if hit is not None and hit[0] is book:
+            live = hit[1]
+            if live.next_expiry is None or live.next_expiry > now:
+                return live
+        live = book.expire(now)
+        if len(self._expired) > self._cache_size:
+            self._expired.clear()
+        self._expired[key] = (book, live)
+        return live
+
+    def _member_gas(self, plan: Plan, m: _Member, x: float) -> float:
+        if isinstance(m, Direct):
+            return plan.gas_out.get(m.source.id, 0.0)
+        u1 = m.first.agg.solve_in(x)
+        alloc1 = m.first.agg.allocation(u1)
+        g = sum(
+            plan.gas_out.get(d.source.id, 0.0)
+            for d, (xi, _) in zip(m.first.members, alloc1, strict=True)
+            if xi > 0
+        )
+        u2 = m.second.agg.solve_in(sum(y for _, y in alloc1))
+        alloc2 = m.second.agg.allocation(u2)
+        return g + sum(
+            plan.gas_out.get(d.source.id, 0.0)
+            for d, (xi, _) in zip(m.second.members, alloc2, strict=True)
+            if xi > 0
+        )
+
+    def _solve(self, plan: Plan, amount_c: float, side: Side) -> list[int]:
+        """Members to exclude so that every used one pays for its gas (may be empty)."""
+        excluded: list[int] = []
+        if not plan.gas_out or not any(plan.gas_out.values()):
+            return excluded
+        agg = plan.agg
+        while True:
+            u = (
+                agg.solve_in(amount_c, excluded)
+                if side is Side.EXACT_IN
+                else agg.solve_out(amount_c, excluded)
+            )
+            lam = 1.0 / (u * u)
+            worst, worst_i, active = 0.0, -1, 0
+            for i, (x, y) in enumerate(agg.allocation(u, excluded)):
+                if x <= 0.0:
+                    continue
+                active += 1
+                score = y - lam * x - self._member_gas(plan, plan.members[i], x)
+                if score < worst:
+                    worst, worst_i = score, i
+            if worst_i < 0 or active <= 1:
+                return excluded
+            trial = [*excluded, worst_i]
+            try:
+                if side is Side.EXACT_IN:
+                    agg.solve_in(amount_c, trial)
+                else:
+                    agg.solve_out(amount_c, trial)
+            except CapacityExceeded:
+                return excluded
+            excluded = trial
+
+    def _split_in(self, m: _Member, q: int, d_a: int, d_b: int) -> Split:
+        if isinstance(m, Direct):
+            out, leg = direct_in(m, q, d_a, d_b, 0)
+            return Split(None, q, out, (leg,) if leg else ())
+        out, legs = composite_in(m, q, d_a, d_b)
+        return Split(m.via, q, out, tuple(legs))
+
+    def _split_out(self, m: _Member, q: int, d_b: int, d_a: int) -> Split:
+        if isinstance(m, Direct):
+            i, o, leg = direct_out(m, q, d_b, d_a, 0)
+            return Split(None, i, o, (leg,) if leg else ())
+        i, o, legs = composite_out(m, q, d_b, d_a)
+        return Split(m.via, i, o, tuple(legs))
+
+    def _best_single_in(
+        self, plan: Plan, amount: int, amount_c: float, d_a: int, d_b: int
+    ) -> Split | None:
+        best_i, best_y = -1, -1.0
+        for i, m in enumerate(plan.members):
+            cv = m.curve
+            if amount_c > cv.x_max:
+                continue
+            y = cv.at(cv.u_for_x(amount_c))[1]
+            if y > best_y:
+                best_i, best_y = i, y
+        return None if best_i < 0 else self._split_in(plan.members[best_i], amount, d_a, d_b)
+
+    def _best_single_out(
+        self, plan: Plan, want: int, want_c: float, d_a: int, d_b: int
+    ) -> Split | None:
+        best_i, best_x = -1, math.inf
+        for i, m in enumerate(plan.members):
+            cap = out_cap(m, d_b)
+            if cap is not None and want > cap:
+                continue
+            cv = m.curve
+            lo, hi = cv.u[0], cv.u[0] * 2.0
+            # Invert y(u) by bisection: cheap floats, one member at a time.
+            while cv.at(hi)[1] < want_c and hi < 1e300:
+                hi *= 2.0
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                if cv.at(mid)[1] < want_c:
+                    lo = mid
+                else:
+                    hi = mid
+            x = cv.at(hi)[0]
+            if x < best_x:
+                best_i, best_x = i, x
+        if best_i < 0:
+            return None
+        try:
+            return self._split_out(plan.members[best_i], want, d_b, d_a)
+        except InsufficientLiquidity:
+            return None
+
+    def _route(
+        self,
+        side: Side,
+        book: VirtualBook,
+        plan: Plan,
+        sell: Asset,
+        buy: Asset,
+        amount_in: int,
+        splits: Sequence[Split],
+    ) -> Route:
+        amount_out = sum(s.amount_out for s in splits)
+        gas = self._gas_lines(plan, buy, [leg for s in splits for leg in s.legs])
+        impact = _impact_bps(plan, sell, buy, amount_in, amount_out)
+        return Route(
+            side, sell, buy, amount_in, amount_out, tuple(splits), gas, impact, book.version
+        )
+
+    def _gas_lines(self, plan: Plan, buy: Asset, legs: Sequence[Leg]) -> tuple[GasLine, ...]:
+        per_chain: dict[ChainId, int] = {}
+        seen: set[str] = set()
+        for leg in legs:
+            if leg.source_id in seen:
+                continue
+            seen.add(leg.source_id)
+            per_chain[leg.chain] = per_chain.get(leg.chain, 0) + _gas_units(plan, leg)
+        lines = []
+        batch = max(self.gas.batch_size, 1)
+        for chain in sorted(per_chain):
+            units = -(-per_chain[chain] // batch)
+            cost = 0
+            if plan.native_price is not None:
+                wei = per_chain[chain] * self.gas.gas_price_wei.get(chain, 0) / batch
+                cost = math.ceil(
+                    wei * plan.native_price / 10 ** (CANONICAL_DECIMALS - buy.decimals)
+                )
+            lines.append(GasLine(chain, units, cost))
+        return tuple(lines)
+
+
+def _gas_units(plan: Plan, leg: Leg) -> int:
+    for m in plan.members:
+        if isinstance(m, Direct):
+            if m.source.id == leg.source_id:
+                return m.source.gas_units
+        else:
+            for d in (*m.first.members, *m.second.members):
+                if d.source.id == leg.source_id:
+                    return d.source.gas_units
+    return 0
+
+
+def _gas_in(route: Route) -> int:
+    """Gas cost of an exact-out route expressed in sell units, at the route's own price."""
+    if route.amount_out <= 0:
+        return 0
+    return route.gas_cost * route.amount_in // route.amount_out
+
+
+def _spot_canonical(m: _Member) -> Fraction:
+    """Exact marginal price of a member's first unit, canonical output per canonical input."""
+    if isinstance(m, Direct):
+        p = m.source.marginal_price(m.tin.symbol)
+        return p * Fraction(10) ** (m.tin.decimals - m.tout.decimals)
+    best1 = min(m.first.members, key=lambda d: d.curve.u[0])
+    best2 = min(m.second.members, key=lambda d: d.curve.u[0])
+    return _spot_canonical(best1) * _spot_canonical(best2)
+
+
+def _impact_bps(plan: Plan, sell: Asset, buy: Asset, amount_in: int, amount_out: int) -> int:
+    best = min(plan.members, key=lambda m: m.curve.u[0])
+    p = _spot_canonical(best) * Fraction(10) ** (buy.decimals - sell.decimals)
+    if p <= 0 or amount_in <= 0:
+        return 0
+    impact = (1 - Fraction(amount_out, amount_in) / p) * 10_000
+    return max(round(impact), 0)

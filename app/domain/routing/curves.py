@@ -1,0 +1,211 @@
+"""Curves: a source in one direction as a function of the marginal price.
+
+The optimal split equalises marginal prices (Angeris et al.): at the optimum every used
+source trades up to the same marginal price λ (output per input).  So the router needs,
+per source, the inverse of its marginal price: how much input x(λ) and output y(λ) it
+takes for the marginal to fall to λ.  We parametrise by u = λ^(-1/2), in which
+
+- a constant-product pool is *exactly* linear in x:  R_in + γ·x = √(γ·R_in·R_out) · u,
+  and y = R_out − R_in·R_out / (√k · u), valid for u ≥ u0 = R_in/√k (closed form);
+- a StableSwap pool is tabulated once per pool state from its exact integer math
+  (output and finite-difference marginal at a geometric grid of inputs), and linearly
+  interpolated in u between grid points (the curve is nearly flat, then bends; u keeps
+  the interpolation error second order where it matters);
+- a market-maker ladder is a staircase: at each level's price, x jumps by the level's
+  size.  A jump becomes a piece of relative width 1e-9 in u, so every curve is
+  continuous and piecewise of the same two shapes.
+
+All quantities are floats in *canonical* units (18 decimals for every asset), so curves
+of one canonical pair on different chains and with different decimals are comparable.
+Floats only guide the split; every amount the router returns comes from exact math.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from app.domain.sources import InsufficientLiquidity, LadderSource, Source, SourceKind
+from app.domain.types import CANONICAL_DECIMALS, Asset
+
+__all__ = ["Curve", "Piece", "cached_curve", "curve_for"]
+
+# (u_start, a, b, c, d, e): on [u_start, next start) x = a·u + b, y = c + d·u + e/u.
+Piece = tuple[float, float, float, float, float, float]
+
+_STEP = 1e-9  # relative u-width of a ladder level's jump
+_GRID_POINTS = 56  # StableSwap table size; enough for 1e-4 relative error in x(λ)
+_GRID_LO, _GRID_HI = 1e-6, 40.0  # grid from 1e-6 to 40 × the input balance
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """x(u), y(u) of one source in one direction (canonical float units).
+
+    Breakpoints `u` ascend; before `u[0]` the source is idle.  With `cp` set, the curve is
+    the constant-product closed form `cp = (a, b, c, e)` from `u[0]` on; otherwise it
+    interpolates the points linearly and stays flat after the last one (exhausted).
+    """
+
+    u: tuple[float, ...]
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    cp: tuple[float, float, float, float] | None = None
+
+    @property
+    def spot(self) -> float:
+        """Marginal price (canonical output per input) of the first unit."""
+        return 1.0 / (self.u[0] * self.u[0])
+
+    @property
+    def x_max(self) -> float:
+        return math.inf if self.cp is not None else self.x[-1]
+
+    def at(self, u: float) -> tuple[float, float]:
+        """(x, y) traded when the marginal price has fallen to 1/u²."""
+        us = self.u
+        if u <= us[0]:
+            return 0.0, 0.0
+        cp = self.cp
+        if cp is not None:
+            return cp[0] * u + cp[1], cp[2] + cp[3] / u
+        j = bisect_right(us, u) - 1
+        if j >= len(us) - 1:
+            return self.x[-1], self.y[-1]
+        t = (u - us[j]) / (us[j + 1] - us[j])
+        return self.x[j] + t * (self.x[j + 1] - self.x[j]), self.y[j] + t * (
+            self.y[j + 1] - self.y[j]
+        )
+
+    def x_at(self, u: float) -> float:
+        return self.at(u)[0]
+
+    def u_for_x(self, x: float) -> float:
+        """Inverse of x(u) (smallest u reaching x; `inf` beyond capacity)."""
+        if x <= 0.0:
+            return self.u[0]
+        cp = self.cp
+        if cp is not None:
+            return (x - cp[1]) / cp[0]
+        xs = self.x
+        j = bisect_right(xs, x) - 1
+        if j >= len(xs) - 1:
+            return math.inf
+        t = (x - xs[j]) / (xs[j + 1] - xs[j])
+        return self.u[j] + t * (self.u[j + 1] - self.u[j])
+
+    def pieces(self) -> list[Piece]:
+        """The curve as consecutive pieces, for merging into an aggregate."""
+        if self.cp is not None:
+            a, b, c, e = self.cp
+            return [(self.u[0], a, b, c, 0.0, e)]
+        out: list[Piece] = []
+        us, xs, ys = self.u, self.x, self.y
+        for j in range(len(us) - 1):
+            du = us[j + 1] - us[j]
+            a = (xs[j + 1] - xs[j]) / du
+            d = (ys[j + 1] - ys[j]) / du
+            out.append((us[j], a, xs[j] - a * us[j], ys[j] - d * us[j], d, 0.0))
+        out.append((us[-1], 0.0, xs[-1], ys[-1], 0.0, 0.0))
+        return out
+
+
+def _scale(asset: Asset) -> float:
+    return float(10 ** (CANONICAL_DECIMALS - asset.decimals))
+
+
+def _cp_curve(r_in: float, r_out: float, fee_bps: int) -> Curve:
+    gamma = (10_000 - fee_bps) / 10_000
+    sk = math.sqrt(gamma * r_in * r_out)
+    return Curve(
+        (r_in / sk,), (0.0,), (0.0,), (sk / gamma, -r_in / gamma, r_out, -r_in * r_out / sk)
+    )
+
+
+def _table_curve(out: Callable[[int], int], balance_in: int, s_in: float, s_out: float) -> Curve:
+    """Tabulate an exact integer swap function on a geometric grid of inputs."""
+    probe = max(balance_in // 10**7, 1)
+    m0 = out(probe) / probe
+    if m0 <= 0.0:
+        raise InsufficientLiquidity("no output at the smallest size")
+    us, xs, ys = [1.0 / math.sqrt(m0 * s_out / s_in)], [0.0], [0.0]
+    ratio = (_GRID_HI / _GRID_LO) ** (1.0 / (_GRID_POINTS - 1))
+    m_prev = m0
+    for j in range(_GRID_POINTS):
+        x = int(balance_in * _GRID_LO * ratio**j)
+        if x <= xs[-1] / s_in:
+            continue
+        h = max(x // 1000, balance_in // 10**7, 1)
+        try:
+            y, y_h = out(x), out(x + h)
+        except InsufficientLiquidity:
+            break
+        m = (y_h - y) / h
+        if m <= 0.0 or y <= 0:
+            break
+        # Keep the marginal strictly decreasing: integer rounding may make it wobble.
+        m = min(m, m_prev * (1.0 - 1e-12))
+        m_prev = m
+        us.append(1.0 / math.sqrt(m * s_out / s_in))
+        xs.append(x * s_in)
+        ys.append(y * s_out)
+    return Curve(tuple(us), tuple(xs), tuple(ys))
+
+
+def _ladder_curve(src: LadderSource, token_in: str, s_in: float, s_out: float) -> Curve:
+    us: list[float] = []
+    xs: list[float] = [0.0]
+    ys: list[float] = [0.0]
+    for f in src.fills(token_in):
+        price = f.num / f.den * s_out / s_in
+        u = 1.0 / math.sqrt(price)
+        if us and u <= us[-1] * (1.0 + 2 * _STEP):
+            # Same (or rounding-equal) price as the level before: widen that jump.
+            xs[-1] += f.cap_in * s_in
+            ys[-1] += f.cap_out * s_out
+            continue
+        if us:
+            us.append(u)
+            xs.append(xs[-1])
+            ys.append(ys[-1])
+        else:
+            us.append(u)
+        us.append(u * (1.0 + _STEP))
+        xs.append(xs[-1] + f.cap_in * s_in)
+        ys.append(ys[-1] + f.cap_out * s_out)
+    if not us:
+        raise InsufficientLiquidity("empty ladder")
+    return Curve(tuple(us), tuple(xs), tuple(ys))
+
+
+def curve_for(src: Source, token_in: Asset, token_out: Asset) -> Curve:
+    """The curve of `src` for selling `token_in` (raises if it has no liquidity)."""
+    s_in, s_out = _scale(token_in), _scale(token_out)
+    kind = src.kind
+    if kind is SourceKind.CONSTANT_PRODUCT:
+        b0, b1 = src.balance0, src.balance1  # type: ignore[attr-defined]
+        r_in, r_out = (b0, b1) if token_in.symbol == src.tokens[0].symbol else (b1, b0)
+        if r_in <= 0 or r_out <= 0:
+            raise InsufficientLiquidity("empty pool")
+        return _cp_curve(r_in * s_in, r_out * s_out, src.fee_bps)  # type: ignore[attr-defined]
+    if kind is SourceKind.STABLESWAP:
+        b0, b1 = src.balance0, src.balance1  # type: ignore[attr-defined]
+        b_in = b0 if token_in.symbol == src.tokens[0].symbol else b1
+        sym = token_in.symbol
+        return _table_curve(lambda a: src.amount_out(sym, a), b_in, s_in, s_out)
+    if isinstance(src, LadderSource):
+        return _ladder_curve(src, token_in.symbol, s_in, s_out)
+    raise TypeError(f"unknown source kind {kind}")
+
+
+@lru_cache(maxsize=8192)
+def cached_curve(src: Source, token_in: Asset, token_out: Asset) -> Curve:
+    """`curve_for`, memoised on the (immutable) source state.
+
+    Sources are frozen values, so a pool that did not change between book versions keeps
+    its curve; only sources an update touched are tabulated again.
+    """
+    return curve_for(src, token_in, token_out)
