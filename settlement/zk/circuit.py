@@ -188,6 +188,11 @@ class ConstraintSystem:
 
     # -- results ------------------------------------------------------------------
     @property
+    def emitting(self) -> bool:
+        """False in witness-only mode: gadgets may then compute values natively."""
+        return self._emit
+
+    @property
     def n_constraints(self) -> int:
         return len(self._constraints)
 

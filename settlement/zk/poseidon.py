@@ -66,6 +66,8 @@ def _sbox(cs: ConstraintSystem, x: LC) -> LC:
 
 def poseidon_gadget(cs: ConstraintSystem, inputs: Sequence[LC]) -> LC:
     """The hash of `inputs` as a linear combination of the last round's S-box outputs."""
+    if not cs.emitting:
+        return _poseidon_witness(cs, inputs)
     t = _width(len(inputs))
     prm = params(t)
     half = prm.full_rounds // 2
@@ -82,4 +84,45 @@ def poseidon_gadget(cs: ConstraintSystem, inputs: Sequence[LC]) -> LC:
         if r == n_rounds - 1:
             return lc_sum(state, mds[0])  # only state[0] is the output
         state = [lc_sum(state, row) for row in mds]
+    raise AssertionError("unreachable")
+
+
+def _poseidon_witness(cs: ConstraintSystem, inputs: Sequence[LC]) -> LC:
+    """Witness-only twin of the gadget: same signals in the same order, plain ints.
+
+    Tracking linear combinations through the partial rounds dominates the gadget's cost;
+    without constraints to emit only the S-box values matter. Tests check that both
+    paths give the same witness.
+    """
+    t = _width(len(inputs))
+    values = [x.value for x in inputs]
+    if all(x.constant_value() is not None for x in inputs):
+        return LC.const(poseidon(values))
+    prm = params(t)
+    half = prm.full_rounds // 2
+    last_partial = half + prm.partial_rounds
+    n_rounds = prm.full_rounds + prm.partial_rounds
+    mds = prm.mds
+    # Round 0 is the only one with constant elements (the capacity and any constant
+    # input): their S-boxes are free. After the first mix each element involves a signal.
+    free = [True] + [x.constant_value() is not None for x in inputs]
+    s = [0, *values]
+    last: list[LC] = []
+    for r, rc in enumerate(prm.round_constants):
+        s = [(a + c) % P for a, c in zip(s, rc, strict=True)]
+        for i in range(t) if r < half or r >= last_partial else (0,):
+            a = s[i]
+            a2 = a * a % P
+            a4 = a2 * a2 % P
+            s[i] = a4 * a % P
+            if r == 0 and free[i]:
+                continue
+            cs.private(a2)
+            cs.private(a4)
+            x5 = cs.private(s[i])
+            if r == n_rounds - 1:
+                last.append(x5)
+        if r == n_rounds - 1:
+            return lc_sum(last, mds[0])
+        s = [sum(m * a for m, a in zip(row, s, strict=True)) % P for row in mds]
     raise AssertionError("unreachable")

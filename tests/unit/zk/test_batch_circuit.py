@@ -332,3 +332,9 @@ def test_tampering_any_witness_wire_of_a_leg_breaks_it() -> None:
         # sampled wire is checked to either break the system or be a padding-slot input.
         if r1cs.is_satisfied(bad):
             assert wire >= r1cs.n_wires * 3 // 4 - 10, wire
+
+
+def test_witness_only_build_equals_full_build() -> None:
+    cs = ConstraintSystem()
+    synthesize(cs, CAP, PUBLIC, SLOTS)
+    assert cs.witness() == _witness(CAP, PUBLIC, SLOTS)

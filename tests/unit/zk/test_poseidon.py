@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from settlement.zk.circuit import ConstraintSystem
+from settlement.zk.circuit import LC, ConstraintSystem
 from settlement.zk.constants import SCALAR_FIELD as R
 from settlement.zk.poseidon import poseidon, poseidon_constraints, poseidon_gadget
 from settlement.zk.poseidon_params import params, partial_rounds
@@ -87,3 +87,22 @@ def test_gadget_rejects_tampered_wires() -> None:
         bad = list(w)
         bad[wire] = (bad[wire] + 1) % R
         assert not r1cs.is_satisfied(bad), wire
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 6])
+def test_witness_only_path_allocates_the_same_signals(n: int) -> None:
+    rng = random.Random(100 + n)
+    values = [rng.randrange(R) for _ in range(n)]
+
+    def run(emit: bool) -> tuple[list[int], int]:
+        cs = ConstraintSystem(emit=emit)
+        ins = [cs.private(v) for v in values]
+        ins[0] = ins[0] if n == 1 else ins[0] * 0 + 5  # one constant input, when possible
+        out = poseidon_gadget(cs, ins)
+        y = cs.mul(out, out)  # the output is usable downstream in both modes
+        return cs.witness(), y.value
+
+    assert run(False) == run(True)
+    cs = ConstraintSystem(emit=False)
+    assert poseidon_gadget(cs, [LC.const(1), LC.const(2)]).value == poseidon([1, 2])
+    assert cs.n_signals == 1
