@@ -4,9 +4,12 @@ The contract hard-codes the key as constants and checks
     e(-A, B) * e(alpha, beta) * e(vk_x, gamma) * e(C, delta) == 1,   vk_x = IC_0 + sum x_i IC_i
 with the EIP-196/197 precompiles: 0x06 (ecAdd), 0x07 (ecMul), 0x08 (pairing). G2 points are
 given imaginary part first, as EIP-197 wants (`Proof.to_evm_args` does the swap). Every
-public input must be < r and every proof coordinate < q, or the call returns false; points
-off the curve or (for B) outside the order-r subgroup make a precompile fail, which also
-returns false. Nothing reverts on a bad proof: callers decide.
+public input must be < r and every proof coordinate < q, or the call returns false, as it
+does when the pairing equation fails. A point off the curve or (for B) outside the order-r
+subgroup makes a precompile fail, and then the call *reverts* with `PrecompileFailed()`:
+a precompile also fails when it runs out of gas, and returning false there would make
+eth_estimateGas settle on a gas limit at which every proof "verifies" as false (it would
+report ~65k instead of ~200k). Callers treat revert and false alike: rejected.
 
 ABI of the generated contract (N = number of public inputs):
 
@@ -91,8 +94,11 @@ contract {name} {{
 
 {ic_consts}
 
-    /// p += s * (x, y) through ecMul and ecAdd; false if a precompile rejects its input.
-    function _mulAdd(uint256[2] memory p, uint256 x, uint256 y, uint256 s) private view returns (bool ok) {{
+    error PrecompileFailed();
+
+    /// p += s * (x, y) through ecMul and ecAdd; reverts if a precompile rejects its input.
+    function _mulAdd(uint256[2] memory p, uint256 x, uint256 y, uint256 s) private view returns (bool) {{
+        bool ok;
         assembly {{
             let m := mload(0x40)
             mstore(m, x)
@@ -105,16 +111,22 @@ contract {name} {{
                 ok := staticcall(gas(), 0x06, m, 0x80, p, 0x40)
             }}
         }}
+        if (!ok) revert PrecompileFailed();
+        return true;
     }}
 
     /// The pairing precompile on `input` (6 words per pair): true iff the product is 1.
-    function _pairing(uint256[] memory input) private view returns (bool ok) {{
+    function _pairing(uint256[] memory input) private view returns (bool) {{
+        bool ok;
+        uint256 res;
         assembly {{
             let len := mul(mload(input), 0x20)
             let m := mload(0x40)
             ok := staticcall(gas(), 0x08, add(input, 0x20), len, m, 0x20)
-            ok := and(ok, eq(mload(m), 1))
+            res := mload(m)
         }}
+        if (!ok) revert PrecompileFailed();
+        return res == 1;
     }}
 
     function _put(uint256[] memory buf, uint256 pair, uint256[2] memory g1, uint256 x1, uint256 x0, uint256 y1, uint256 y0) private pure {{
@@ -132,7 +144,14 @@ contract {name} {{
     }}
 
     function _vkX(uint256[N_PUBLIC_OR_ONE] memory x, uint256 scaleIc0) private view returns (bool ok, uint256[2] memory acc) {{
-        ok = _mulAdd(acc, IC0_X, IC0_Y, scaleIc0);
+        if (scaleIc0 == 1) {{
+            // Single proofs: IC_0 enters with coefficient 1, no ecMul needed.
+            acc[0] = IC0_X;
+            acc[1] = IC0_Y;
+            ok = true;
+        }} else {{
+            ok = _mulAdd(acc, IC0_X, IC0_Y, scaleIc0);
+        }}
 {vkx_body}
     }}
 
