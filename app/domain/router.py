@@ -39,6 +39,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from functools import lru_cache
 
 from app.domain.book import VirtualBook
 from app.domain.routing.aggregate import CapacityExceeded
@@ -120,7 +121,7 @@ class Router:
             excluded = self._solve(plan, amount_c, Side.EXACT_IN)
             u = plan.agg.solve_in(amount_c, excluded)
             shares = [x for x, _ in plan.agg.allocation(u, excluded)]
-            ints = integer_split(amount_in, shares, [in_cap(m, d_a) for m in plan.members])
+            ints = integer_split(amount_in, shares, _caps(plan, "in", d_a))
             splits = [
                 self._split_in(m, q, d_a, d_b) for m, q in zip(plan.members, ints, strict=True) if q
             ]
@@ -128,7 +129,7 @@ class Router:
         except (CapacityExceeded, InsufficientLiquidity, ValueError) as exc:
             raise NoRoute(f"cannot route {amount_in} {sell.symbol}: {exc}") from exc
         route = self._route(Side.EXACT_IN, book, plan, sell, buy, amount_in, splits)
-        if best is not None and len(splits) > 1:
+        if best is not None and len(splits) > 1 and best.amount_out > route.net_out:
             alt = self._route(Side.EXACT_IN, book, plan, sell, buy, amount_in, [best])
             if alt.net_out > route.net_out:
                 route = alt
@@ -153,7 +154,7 @@ class Router:
             excluded = self._solve(plan, want_c, Side.EXACT_OUT)
             u = plan.agg.solve_out(want_c, excluded)
             shares = [y for _, y in plan.agg.allocation(u, excluded)]
-            ints = integer_split(amount_out, shares, [out_cap(m, d_b) for m in plan.members])
+            ints = integer_split(amount_out, shares, _caps(plan, "out", d_b))
             splits = [
                 self._split_out(m, q, d_b, d_a)
                 for m, q in zip(plan.members, ints, strict=True)
@@ -289,8 +290,10 @@ class Router:
         self, plan: Plan, amount: int, amount_c: float, d_a: int, d_b: int
     ) -> Split | None:
         best_i, best_y = -1, -1.0
-        for i, m in enumerate(plan.members):
-            cv = m.curve
+        for i in plan.by_spot:
+            cv = plan.members[i].curve
+            if cv.spot * amount_c <= best_y:
+                break  # no later member can beat it: y ≤ spot·x for concave curves
             if amount_c > cv.x_max:
                 continue
             y = cv.at(cv.u_for_x(amount_c))[1]
@@ -302,22 +305,15 @@ class Router:
         self, plan: Plan, want: int, want_c: float, d_a: int, d_b: int
     ) -> Split | None:
         best_i, best_x = -1, math.inf
+        caps = _caps(plan, "out", d_b)
         for i, m in enumerate(plan.members):
-            cap = out_cap(m, d_b)
+            cap = caps[i]
             if cap is not None and want > cap:
                 continue
-            cv = m.curve
-            lo, hi = cv.u[0], cv.u[0] * 2.0
-            # Invert y(u) by bisection: cheap floats, one member at a time.
-            while cv.at(hi)[1] < want_c and hi < 1e300:
-                hi *= 2.0
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                if cv.at(mid)[1] < want_c:
-                    lo = mid
-                else:
-                    hi = mid
-            x = cv.at(hi)[0]
+            u = m.curve.u_for_y(want_c)
+            if math.isinf(u):
+                continue
+            x = m.curve.at(u)[0]
             if x < best_x:
                 best_i, best_x = i, x
         if best_i < 0:
@@ -351,7 +347,9 @@ class Router:
             if leg.source_id in seen:
                 continue
             seen.add(leg.source_id)
-            per_chain[leg.chain] = per_chain.get(leg.chain, 0) + _gas_units(plan, leg)
+            per_chain[leg.chain] = per_chain.get(leg.chain, 0) + plan.gas_units.get(
+                leg.source_id, 0
+            )
         lines = []
         batch = max(self.gas.batch_size, 1)
         for chain in sorted(per_chain):
@@ -366,16 +364,13 @@ class Router:
         return tuple(lines)
 
 
-def _gas_units(plan: Plan, leg: Leg) -> int:
-    for m in plan.members:
-        if isinstance(m, Direct):
-            if m.source.id == leg.source_id:
-                return m.source.gas_units
-        else:
-            for d in (*m.first.members, *m.second.members):
-                if d.source.id == leg.source_id:
-                    return d.source.gas_units
-    return 0
+def _caps(plan: Plan, side: str, decimals: int) -> list[int | None]:
+    key = (side, decimals)
+    caps = plan.caps.get(key)
+    if caps is None:
+        fn = in_cap if side == "in" else out_cap
+        caps = plan.caps[key] = [fn(m, decimals) for m in plan.members]
+    return caps
 
 
 def _gas_in(route: Route) -> int:
@@ -395,10 +390,16 @@ def _spot_canonical(m: _Member) -> Fraction:
     return _spot_canonical(best1) * _spot_canonical(best2)
 
 
+@lru_cache(maxsize=1024)
+def _best_spot(plan: Plan, d_a: int, d_b: int) -> tuple[int, int]:
+    p = _spot_canonical(plan.best) * Fraction(10) ** (d_b - d_a)
+    return p.numerator, p.denominator
+
+
 def _impact_bps(plan: Plan, sell: Asset, buy: Asset, amount_in: int, amount_out: int) -> int:
-    best = min(plan.members, key=lambda m: m.curve.u[0])
-    p = _spot_canonical(best) * Fraction(10) ** (buy.decimals - sell.decimals)
-    if p <= 0 or amount_in <= 0:
+    """1 − (out/in)/p_best in bps, rounded half up, in integers."""
+    num, den = _best_spot(plan, sell.decimals, buy.decimals)
+    full = amount_in * num  # what the input would buy at the best marginal price, × den
+    if full <= 0:
         return 0
-    impact = (1 - Fraction(amount_out, amount_in) / p) * 10_000
-    return max(round(impact), 0)
+    return max((20_000 * (full - amount_out * den) + full) // (2 * full), 0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
+from functools import lru_cache
 from typing import ClassVar, Protocol, runtime_checkable
 
 from app.domain.amm import AmmError, constant_product, stableswap
@@ -242,6 +243,9 @@ class LadderSource:
 
     def fills(self, token_in: str) -> tuple[_Fill, ...]:
         """Levels in execution order for a trader selling `token_in`."""
+        return _ladder_fills(self, token_in)
+
+    def _fills(self, token_in: str) -> tuple[_Fill, ...]:
         unit_b, unit_q = 10**self.base.decimals, 10**self.quote.decimals
         out: list[_Fill] = []
         if _side(self.base, self.quote, token_in):
@@ -317,3 +321,9 @@ class LadderSource:
     def next_expiry(self) -> int | None:
         times = [lv.expires_at for lv in (*self.bids, *self.asks)]
         return min(times) if times else None
+
+
+@lru_cache(maxsize=4096)
+def _ladder_fills(src: LadderSource, token_in: str) -> tuple[_Fill, ...]:
+    # A ladder is immutable, so its sorted fills can be memoised on its value.
+    return src._fills(token_in)

@@ -97,6 +97,20 @@ class Curve:
         t = (x - xs[j]) / (xs[j + 1] - xs[j])
         return self.u[j] + t * (self.u[j + 1] - self.u[j])
 
+    def u_for_y(self, y: float) -> float:
+        """Inverse of y(u) (smallest u delivering y; `inf` beyond capacity)."""
+        if y <= 0.0:
+            return self.u[0]
+        cp = self.cp
+        if cp is not None:
+            return cp[3] / (y - cp[2]) if y < cp[2] else math.inf
+        ys = self.y
+        j = bisect_right(ys, y) - 1
+        if j >= len(ys) - 1:
+            return math.inf
+        t = (y - ys[j]) / (ys[j + 1] - ys[j])
+        return self.u[j] + t * (self.u[j + 1] - self.u[j])
+
     def pieces(self) -> list[Piece]:
         """The curve as consecutive pieces, for merging into an aggregate."""
         if self.cp is not None:

@@ -44,6 +44,8 @@ def in_cap(m: Direct | Composite, unit_decimals: int) -> int | None:
 def out_cap(m: Direct | Composite, unit_decimals: int) -> int | None:
     if isinstance(m, Composite):
         return None
+    if m.cap_out is not None:
+        return convert_amount(m.cap_out, m.tout.decimals, unit_decimals)
     cv = m.curve
     y_max = cv.cp[2] if cv.cp is not None else cv.y[-1]
     return max(int(y_max / 10 ** (CANONICAL_DECIMALS - unit_decimals)) - 1, 0)

@@ -39,6 +39,7 @@ class Direct:
     tout: Asset
     curve: Curve
     cap_in: int | None  # native input the source can take at most (ladders)
+    cap_out: int | None  # native output it can give at most (None: see the curve)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -69,6 +70,11 @@ class Plan:
     # Gas per use of each direct source (canonical output units); composites sum theirs.
     gas_out: dict[str, float]
     native_price: float | None  # canonical buy units per canonical native unit
+    gas_units: dict[str, int]  # per source id, for the route's gas lines
+    best: Member  # the member with the best first-unit price (for price impact)
+    by_spot: tuple[int, ...]  # member indices, best first-unit price first
+    # Per-decimals caches filled lazily by the router (members' caps in order units).
+    caps: dict[tuple[str, int], list[int | None]]
 
 
 def build_stage(book: VirtualBook, a: str, b: str) -> Stage | None:
@@ -80,10 +86,11 @@ def build_stage(book: VirtualBook, a: str, b: str) -> Stage | None:
             curve = cached_curve(src, tin, tout)
         except InsufficientLiquidity:
             continue
-        cap = None
+        cap_in = cap_out = None
         if isinstance(src, LadderSource):
-            cap = sum(f.cap_in for f in src.fills(tin.symbol))
-        members.append(Direct(src, tin, tout, curve, cap))
+            fills = src.fills(tin.symbol)
+            cap_in, cap_out = sum(f.cap_in for f in fills), sum(f.cap_out for f in fills)
+        members.append(Direct(src, tin, tout, curve, cap_in, cap_out))
     if not members:
         return None
     return Stage(tuple(members), Aggregate.build([m.curve for m in members]))
@@ -165,6 +172,10 @@ def build_plan(
             for src in book.sources.values():
                 wei = gas.gas_price_wei.get(src.chain, 0) * src.gas_units / gas.batch_size
                 gas_out[src.id] = wei * native_price
+    units: dict[str, int] = {}
+    for m in members:
+        for d in (m,) if isinstance(m, Direct) else (*m.first.members, *m.second.members):
+            units[d.source.id] = d.source.gas_units
     return Plan(
         sell,
         buy,
@@ -172,4 +183,8 @@ def build_plan(
         Aggregate.build([m.curve for m in members]),
         gas_out,
         native_price,
+        units,
+        min(members, key=lambda m: m.curve.u[0]),
+        tuple(sorted(range(len(members)), key=lambda i: (members[i].curve.u[0], i))),
+        {},
     )
