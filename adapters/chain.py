@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_abi import decode
+from eth_utils import event_signature_to_log_topic, function_signature_to_4byte_selector
 from web3 import AsyncWeb3, WebSocketProvider
 
 from adapters.pools import GET_RESERVES, SYNC_TOPIC, PoolAdapter, adapter_for, decode_reserves
@@ -28,6 +30,9 @@ from app.manifest import ChainInfo
 __all__ = ["ChainAdapter", "ChainUpdate"]
 
 log = logging.getLogger("crossbook.adapters.chain")
+
+TRANSFER_TOPIC = "0x" + event_signature_to_log_topic("Transfer(address,address,uint256)").hex()
+BALANCE_OF = function_signature_to_4byte_selector("balanceOf(address)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,7 @@ class ChainUpdate:
     block_hash: str
     timestamp: int
     sources: dict[str, Source] = field(default_factory=dict)  # source id -> new state
+    balances: dict[tuple[str, str], int] = field(default_factory=dict)  # (token, account) -> balance
     available: bool = True
     reason: str = ""
     full: bool = False  # True: `sources` holds every pool (after a resync)
@@ -64,6 +70,10 @@ class ChainAdapter:
         self.pools: dict[str, PoolAdapter] = {
             p.address.lower(): adapter_for(chain, p, gas_units) for p in chain.pools
         }
+        self.tokens = {t.address.lower(): t.address for t in chain.tokens.values()}
+        # Accounts whose token balances the book needs (the inventory holder; traders
+        # are added by the confirmation path). Lower-case addresses.
+        self.tracked: set[str] = {chain.inventory.lower()}
         # A chain is stalled after missing several blocks in a row (never under 2 s,
         # so a busy machine's scheduling jitter does not flap fast chains).
         self.stall_after = stall_after or max(2.0, 4 * chain.block_time)
@@ -109,7 +119,7 @@ class ChainAdapter:
     # -- following -------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        async with AsyncWeb3(WebSocketProvider(self.chain.ws_url, max_connection_retries=0)) as w3:
+        async with AsyncWeb3(WebSocketProvider(self.chain.ws_url, max_connection_retries=1)) as w3:
             await w3.eth.subscribe("newHeads")
             await self._resync(w3)
             self._connected.set()
@@ -130,9 +140,20 @@ class ChainAdapter:
             for p in pools:
                 batch.add(w3.eth.call({"to": p.address, "data": GET_RESERVES}, number))  # type: ignore[typeddict-item]
             results = await batch.async_execute()
-        sources = {p.source_id: p.source(*decode_reserves(bytes(r))) for p, r in zip(pools, results, strict=True)}
+        sources = {p.source_id: p.source(*decode_reserves(bytes(r))) for p, r in zip(pools, results, strict=True)}  # type: ignore[arg-type]
+        balances = await self._read_balances(w3, number, [(t, a) for t in self.tokens for a in self.tracked])
         self._set_head(number, _hex(block["hash"]), int(block["timestamp"]))
-        self._publish(sources, full=True)
+        self._publish(sources, balances, full=True)
+
+    async def _read_balances(self, w3: AsyncWeb3[Any], block: int, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        if not pairs:
+            return {}
+        async with w3.batch_requests() as batch:
+            for token, account in pairs:
+                data = BALANCE_OF + bytes.fromhex(account[2:]).rjust(32, b"\0")
+                batch.add(w3.eth.call({"to": self.tokens[token], "data": "0x" + data.hex()}, block))  # type: ignore[typeddict-item]
+            results = await batch.async_execute()
+        return {pair: int(decode(["uint256"], bytes(r))[0]) for pair, r in zip(pairs, results, strict=True)}  # type: ignore[arg-type]
 
     async def _on_head(self, w3: AsyncWeb3[Any], head: Any) -> None:
         number = int(head["number"])
@@ -143,21 +164,31 @@ class ChainAdapter:
             await self._resync(w3)
             return
         sources: dict[str, Source] = {}
-        if self.pools:
-            logs = await w3.eth.get_logs(
-                {
-                    "fromBlock": number,
-                    "toBlock": number,
-                    "address": [p.address for p in self.pools.values()],  # type: ignore[typeddict-item]
-                    "topics": [SYNC_TOPIC],  # type: ignore[list-item]
-                }
-            )
-            for entry in logs:  # in log order, so the last Sync per pool wins
-                pool = self.pools.get(str(entry["address"]).lower())
-                if pool is not None:
-                    sources[pool.source_id] = pool.source(*decode_reserves(bytes(entry["data"])))
+        touched: set[tuple[str, str]] = set()
+        logs = await w3.eth.get_logs(
+            {
+                "fromBlock": number,
+                "toBlock": number,
+                "address": [p.address for p in self.pools.values()] + list(self.tokens.values()),  # type: ignore[typeddict-item]
+                "topics": [[SYNC_TOPIC, TRANSFER_TOPIC]],
+            }
+        )
+        for entry in logs:  # in log order, so the last Sync per pool wins
+            addr = str(entry["address"]).lower()
+            topic0 = _hex(entry["topics"][0])
+            if topic0 == SYNC_TOPIC and addr in self.pools:
+                pool = self.pools[addr]
+                sources[pool.source_id] = pool.source(*decode_reserves(bytes(entry["data"])))
+            elif topic0 == TRANSFER_TOPIC and addr in self.tokens and len(entry["topics"]) == 3:
+                for t in entry["topics"][1:]:
+                    account = "0x" + bytes(t)[-20:].hex()
+                    if account in self.tracked:
+                        touched.add((addr, account))
+        # Absolute balances at this block for tracked accounts a transfer touched:
+        # exact even if a log was missed, and one batch whatever the number of transfers.
+        balances = await self._read_balances(w3, number, sorted(touched))
         self._set_head(number, _hex(head["hash"]), int(head["timestamp"]))
-        self._publish(sources)
+        self._publish(sources, balances)
 
     # -- state -----------------------------------------------------------------------
 
@@ -167,7 +198,9 @@ class ChainAdapter:
         self.timestamp = timestamp
         self.last_head_at = time.monotonic()
 
-    def _publish(self, sources: dict[str, Source], *, full: bool = False) -> None:
+    def _publish(
+        self, sources: dict[str, Source], balances: dict[tuple[str, str], int] | None = None, *, full: bool = False
+    ) -> None:
         self.available = True
         self.reason = ""
         self.on_update(
@@ -177,6 +210,7 @@ class ChainAdapter:
                 block_hash=self.block_hash,
                 timestamp=self.timestamp,
                 sources=sources,
+                balances=balances or {},
                 full=full,
             )
         )

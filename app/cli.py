@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from app.manifest import Manifest, ManifestError
 from app.settings import get_settings
+
+if TYPE_CHECKING:
+    from scripts.devnet.devnet import Devnet
 
 __all__ = ["app", "main"]
 
@@ -124,7 +127,7 @@ def devnet_status(as_json: Annotated[bool, typer.Option("--json", help="one JSON
         out.print(t)
 
 
-def _controller():  # type: ignore[no-untyped-def]
+def _controller() -> Devnet:
     from scripts.devnet.config import load_config
     from scripts.devnet.devnet import Devnet
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ class AssetSpec:
 
     def units(self, usd_value: float) -> int:
         """Base units worth `usd_value` dollars."""
-        return round(usd_value / self.usd * 10**self.decimals)
+        # Fractions, not floats: seeded balances are exact, round numbers of base units.
+        return round(Fraction(str(usd_value)) / Fraction(str(self.usd)) * 10**self.decimals)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ checked at the end, and a failed one aborts with the step that failed.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,15 +92,29 @@ class _Sender:
         art = load_artifact(artifact)
         ctor = _W3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(*args)
         h = self.send(sender, None, ctor.data_in_transaction, 6_000_000, step)
-        receipt = self.rpc.call("eth_getTransactionReceipt", [h])
-        if receipt is None or int(receipt["status"], 16) != 1:
+        receipt = self.receipt(h, step)
+        if int(receipt["status"], 16) != 1:
             raise DeployError(f"{step}: deployment reverted")
         return Web3.to_checksum_address(receipt["contractAddress"])
 
+    def receipt(self, tx_hash: str, step: str, timeout: float = 10.0) -> dict[str, Any]:
+        # Automine mines right after the hash is returned, not before: poll briefly.
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
+            if rc is not None:
+                return dict(rc)
+            if time.monotonic() > deadline:
+                raise DeployError(f"{step}: not mined within {timeout}s")
+            time.sleep(0.005)
+
     def check_all(self) -> int:
+        if self.sent:
+            self.receipt(self.sent[-1][0], self.sent[-1][1])  # the last one mined: all are
         receipts = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h, _ in self.sent])
-        for (_, step), rc in zip(self.sent, receipts, strict=True):
-            if rc is None or int(rc["status"], 16) != 1:
+        for (h, step), rc in zip(self.sent, receipts, strict=True):
+            rc = rc or self.receipt(h, step)
+            if int(rc["status"], 16) != 1:
                 raise DeployError(f"{step}: transaction failed")
         return max((int(rc["blockNumber"], 16) for rc in receipts), default=0)
 

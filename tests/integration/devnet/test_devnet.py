@@ -6,6 +6,7 @@ import time
 
 import pytest
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 
 from scripts.build_contracts import load_artifact
 from scripts.devnet.devnet import Devnet, DevnetError, reorg
@@ -109,7 +110,8 @@ def test_reorg_replaces_recent_blocks_and_drops_their_transactions(clean_devnet:
     clean_devnet.halt(chain.chain_id)
     reorg(chain.rpc_url, depth)
     assert w3.eth.get_block(rc["blockNumber"])["hash"] != old_hash
-    assert w3.eth.get_transaction_receipt(tx) is None or w3.eth.get_transaction_receipt(tx)["blockHash"] != rc["blockHash"]
+    with pytest.raises(TransactionNotFound):
+        w3.eth.get_transaction_receipt(tx)
 
 
 def test_reorg_deeper_than_the_chain_is_refused(devnet: Devnet) -> None:
