@@ -102,6 +102,8 @@ def get_d(xp: Sequence[int], amp: int) -> int:
         d_prev = d
         numerator = _u256(_u256(ann_s + _u256(d_p * N_COINS)) * d)
         denominator = _u256(_u256((ann - 1) * d) + _u256((N_COINS + 1) * d_p))
+        if denominator == 0:  # only if D collapsed to 0: the contract panics
+            raise MathOverflow("StableSwap get_d divides by zero")
         d = numerator // denominator
         if abs(d - d_prev) <= 1:
             return d
