@@ -10,11 +10,18 @@ import dataclasses
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from settlement.zk import groth16
-from settlement.zk.batch import Batch, BatchWitness, build_batch_witness, public_inputs_for
+from settlement.zk.batch import (
+    Batch,
+    BatchWitness,
+    build_batch_witness,
+    calldata_words,
+    public_inputs_for,
+)
 from settlement.zk.constants import SCALAR_FIELD as R
 from settlement.zk.legs import Leg, LegKind, genesis_head
 
@@ -106,3 +113,104 @@ def test_dishonest_witness_cannot_be_proven(
     bw = build_batch_witness(dataclasses.replace(BATCH, legs=tuple(legs)), strict=False)
     with pytest.raises(groth16.WitnessError):
         groth16.prove(keys[0], bw.r1cs, bw.witness)
+
+
+# -- on chain: the contract side computes z and acc itself ----------------------------
+
+# A reference for the settlement contract's binding step (docs/proofs.md §3, §6): z and
+# acc from calldata words, then the generated verifier on the 7 public inputs.
+_BINDING_SOL = """
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+interface IVerifier {
+    function verifyProof(uint256[2] calldata a, uint256[2][2] calldata b, uint256[2] calldata c,
+                         uint256[7] calldata input) external view returns (bool);
+}
+
+contract BatchBinding {
+    uint256 constant R = 21888242871839275222246405745257275088548364400416034343698204186575808495617;
+    IVerifier immutable verifier;
+
+    constructor(IVerifier v) { verifier = v; }
+
+    function challenge(uint256 chainId, uint256 startIndex, uint256 oldHead, uint256 newHead,
+                       uint256[] calldata words) public pure returns (uint256) {
+        require(words.length % 2 == 0, "words");
+        uint256 count = words.length / 2;
+        return uint256(keccak256(abi.encodePacked(chainId, startIndex, count, oldHead, newHead, words))) % R;
+    }
+
+    function accumulate(uint256 z, uint256 chainId, uint256 startIndex, uint256[] calldata words)
+        public pure returns (uint256 acc)
+    {
+        acc = addmod(chainId, mulmod(startIndex, z, R), R);
+        uint256 zp = mulmod(z, z, R);
+        for (uint256 j = 0; j < words.length; j++) {
+            acc = addmod(acc, mulmod(words[j], zp, R), R);
+            zp = mulmod(zp, z, R);
+        }
+    }
+
+    function check(uint256 chainId, uint256 startIndex, uint256 oldHead, uint256 newHead,
+                   uint256[] calldata words, uint256[2] calldata a, uint256[2][2] calldata b,
+                   uint256[2] calldata c) external view returns (bool) {
+        for (uint256 j = 0; j < words.length; j += 2) {
+            require(words[j] >> 200 == 0 && words[j + 1] >> 192 == 0, "non-canonical");
+        }
+        uint256[7] memory x;
+        x[0] = chainId;
+        x[1] = startIndex;
+        x[2] = words.length / 2;
+        x[3] = oldHead;
+        x[4] = newHead;
+        x[5] = challenge(chainId, startIndex, oldHead, newHead, words);
+        x[6] = accumulate(x[5], chainId, startIndex, words);
+        return verifier.verifyProof(a, b, c, x);
+    }
+}
+"""
+
+
+def _deploy(w3: Any, artifact: Any, *args: Any) -> Any:
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    tx = factory.constructor(*args).transact({"from": w3.eth.accounts[0], "gas": 8_000_000})
+    receipt = w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+    assert receipt["status"] == 1
+    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
+
+
+def test_on_chain_binding_and_verification(
+    w3: Any,
+    keys: tuple[groth16.ProvingKey, groth16.VerifyingKey],
+    proven: tuple[BatchWitness, groth16.Proof],
+) -> None:
+    from scripts.solc import compile_sources
+    from settlement.zk.verifier_sol import generate_verifier, proof_call_args
+
+    arts = compile_sources(
+        {"Verifier.sol": generate_verifier(keys[1]), "BatchBinding.sol": _BINDING_SOL}
+    )
+    verifier = _deploy(w3, arts["Groth16Verifier"])
+    binding = _deploy(w3, arts["BatchBinding"], verifier.address)
+
+    _, proof = proven
+    pub = public_inputs_for(BATCH)
+    words = calldata_words(BATCH.legs)
+    head_args = (CHAIN, BATCH.start_index, pub.old_head, pub.new_head)
+    assert binding.functions.challenge(*head_args, words).call() == pub.z
+    assert binding.functions.accumulate(pub.z, CHAIN, BATCH.start_index, words).call() == pub.acc
+    a, b, c, _ = proof_call_args(proof, pub.as_list())
+    assert binding.functions.check(*head_args, words, a, b, c).call()
+
+    # Any changed word (a payout amount one unit lower, another recipient), the cursor, or
+    # a dropped leg: the contract's z/acc change and the proof is rejected.
+    tampered = [
+        (head_args, [*words[:3], words[3] - 1, *words[4:]]),
+        (head_args, [words[0] ^ 1, *words[1:]]),
+        (head_args, words[:-2]),
+        ((CHAIN, BATCH.start_index + 1, pub.old_head, pub.new_head), words),
+        ((CHAIN, BATCH.start_index, pub.old_head, pub.new_head + 1), words),
+    ]
+    for args, ws in tampered:
+        assert not binding.functions.check(*args, ws, a, b, c).call()
