@@ -67,3 +67,13 @@ def test_poseidon_matches_circomlibjs() -> None:
     for inputs, (fast, ref) in zip(cases, got, strict=True):
         assert fast == ref  # circomlibjs's optimised and reference versions agree
         assert poseidon(inputs) == int(fast), inputs
+
+
+@pytest.mark.slow
+def test_poseidon_matches_circomlibjs_all_widths() -> None:
+    # circomlibjs supports 1..16 inputs; generating every width's parameters takes seconds.
+    rng = random.Random(7)
+    cases = [[rng.randrange(R) for _ in range(n)] for n in range(7, 17)]
+    got = _circomlibjs(cases)
+    for inputs, (fast, _ref) in zip(cases, got, strict=True):
+        assert poseidon(inputs) == int(fast), len(inputs)
