@@ -4,7 +4,7 @@ custom-error revert, and snapshot/revert around a hypothesis example."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 from web3.types import EventData, TxReceipt
 
+from app.domain.amm import AmmError
 from scripts.build_contracts import load_artifact
 from scripts.devnet.anvil import AnvilNode
 
@@ -25,9 +26,11 @@ __all__ = [
     "deploy",
     "error_selector",
     "events",
+    "onchain",
     "revert_data",
     "send",
     "snapshot",
+    "twin",
 ]
 
 MAX_UINT = 2**256 - 1
@@ -85,3 +88,19 @@ def snapshot(anvil: AnvilNode) -> Iterator[None]:
         yield
     finally:
         anvil.rpc("evm_revert", [snap])
+
+
+def twin(fn: Callable[[], int]) -> int | None:
+    """A Python twin's answer, or None where it raises (the contract should revert)."""
+    try:
+        return fn()
+    except AmmError:
+        return None
+
+
+def onchain(fn: Callable[[], int]) -> int | None:
+    """A contract view's answer, or None where it reverts."""
+    try:
+        return fn()
+    except ContractLogicError:
+        return None
