@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_artifacts()
         if stale:
-            print("stale contract artifacts (run python -m scripts.build_contracts): " + ", ".join(stale))
+            print(
+                "stale contract artifacts (run python -m scripts.build_contracts): "
+                + ", ".join(stale)
+            )
             return 1
         print("contract artifacts are fresh")
         return 0

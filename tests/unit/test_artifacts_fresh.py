@@ -28,7 +28,9 @@ def test_stale_detection(tmp_path: Path) -> None:
     src = tmp_path / "src"
     out = tmp_path / "build"
     src.mkdir()
-    (src / "A.sol").write_text("// SPDX-License-Identifier: MIT\npragma solidity ^0.8.24;\ncontract A { uint256 public x = 1; }\n")
+    (src / "A.sol").write_text(
+        "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.24;\ncontract A { uint256 public x = 1; }\n"
+    )
     assert build_contracts.stale_artifacts(src, out) == ["A"]
     assert build_contracts.build(src, out) == ["A"]
     assert build_contracts.stale_artifacts(src, out) == []

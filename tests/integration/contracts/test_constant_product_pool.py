@@ -143,7 +143,9 @@ def _check_example(
         assert err == error_selector("ZeroOutput()")
         seen["output rounds to zero"] += 1
         return
-    err = revert_data(swap(token_in.address, amount_in, expected + 1, world.recipient), world.trader)
+    err = revert_data(
+        swap(token_in.address, amount_in, expected + 1, world.recipient), world.trader
+    )
     assert err.startswith(error_selector("SlippageExceeded(uint256,uint256)"))
     assert int(err[10:74], 16) == expected and int(err[74:138], 16) == expected + 1
 
@@ -174,7 +176,9 @@ def test_rejects_bad_input(w3: Web3) -> None:
     a = deploy(w3, "TestToken", "A", "A", 18, deployer)
     b = deploy(w3, "TestToken", "B", "B", 6, deployer)
     art = load_artifact("ConstantProductPool")
-    ctor = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(a.address, b.address, 1001)
+    ctor = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(
+        a.address, b.address, 1001
+    )
     with pytest.raises(ContractLogicError) as err:
         w3.eth.call({"from": deployer, "data": ctor.data_in_transaction})
     assert str(err.value.data).startswith(error_selector("FeeTooHigh(uint256)"))
@@ -191,7 +195,9 @@ def test_rejects_bad_input(w3: Web3) -> None:
     assert revert_data(pool.functions.getAmountOut(stranger, 1), trader).startswith(
         error_selector("InvalidToken(address)")
     )
-    assert revert_data(pool.functions.swap(a.address, 0, 0, trader), trader) == error_selector("ZeroAmount()")
+    assert revert_data(pool.functions.swap(a.address, 0, 0, trader), trader) == error_selector(
+        "ZeroAmount()"
+    )
     # No allowance: the token's own error comes through.
     assert revert_data(pool.functions.swap(a.address, 10**18, 0, trader), trader).startswith(
         error_selector("InsufficientAllowance(address,address,uint256,uint256)")

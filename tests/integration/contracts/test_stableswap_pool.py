@@ -166,7 +166,11 @@ def _check_example(
     assert onchain(c.functions.getAmountIn(t_in.address, want).call) == expected_in
     if expected_in is not None:
         # The inverse really is tight: one wei less falls short.
-        assert ss.get_amount_out(expected_in, *args) >= want > ss.get_amount_out(expected_in - 1, *args)
+        assert (
+            ss.get_amount_out(expected_in, *args)
+            >= want
+            > ss.get_amount_out(expected_in - 1, *args)
+        )
 
     amount_in = data.draw(amounts(bal_in))
     expected = twin(lambda: ss.get_amount_out(amount_in, *args))
@@ -240,7 +244,9 @@ def test_liquidity_and_bad_input(w3: Web3) -> None:
     assert revert_data(pool.functions.getAmountOut(a.address, 1), deployer) == error_selector(
         "InsufficientLiquidity()"
     )
-    assert revert_data(pool.functions.rates(2), deployer).startswith(error_selector("InvalidIndex(uint256)"))
+    assert revert_data(pool.functions.rates(2), deployer).startswith(
+        error_selector("InvalidIndex(uint256)")
+    )
     for token in (a, b):
         send(token.functions.mint(deployer, 10**30), deployer)
         send(token.functions.approve(pool.address, MAX_UINT), deployer)
@@ -259,7 +265,9 @@ def test_liquidity_and_bad_input(w3: Web3) -> None:
     assert revert_data(pool.functions.removeLiquidity(shares, deployer), deployer).startswith(
         error_selector("InsufficientShares(uint256,uint256)")
     )
-    assert revert_data(pool.functions.swap(a.address, 0, 0, deployer), deployer) == error_selector("ZeroAmount()")
+    assert revert_data(pool.functions.swap(a.address, 0, 0, deployer), deployer) == error_selector(
+        "ZeroAmount()"
+    )
     with pytest.raises(AmmError):
         ss.get_amount_in(10**30, 10**24, 10**12, 10**18, 10**30, 100, 4)
     assert revert_data(pool.functions.getAmountIn(a.address, 10**30), deployer) == error_selector(

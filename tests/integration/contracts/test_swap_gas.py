@@ -67,11 +67,15 @@ def _measure(w3: Web3, kind: str, *pool_args: int) -> dict[str, int]:
     return {"cold_new_recipient": cold_new, "cold": cold, "warm_marginal": warm}
 
 
-def _warm_marginal(w3: Web3, pool: Contract, token_in: Contract, trader: str, recipient: str) -> int:
+def _warm_marginal(
+    w3: Web3, pool: Contract, token_in: Contract, trader: str, recipient: str
+) -> int:
     art = compile_sources({"SwapLoop.sol": SWAP_LOOP})["SwapLoop"]
     factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
     tx = factory.constructor().transact({"from": trader, "gas": 2_000_000})
-    address = w3.eth.wait_for_transaction_receipt(tx, timeout=30, poll_latency=0.005)["contractAddress"]
+    address = w3.eth.wait_for_transaction_receipt(tx, timeout=30, poll_latency=0.005)[
+        "contractAddress"
+    ]
     assert address is not None
     loop = w3.eth.contract(address=address, abi=art.abi)
     send(token_in.functions.approve(loop.address, MAX_UINT), trader)
@@ -91,4 +95,9 @@ def test_swap_gas(w3: Web3) -> None:
     }
     print(json.dumps({"swap_gas": gas}, indent=1))
     for kind, numbers in gas.items():
-        assert numbers["warm_marginal"] < numbers["cold"] < numbers["cold_new_recipient"] < CEILING[kind]
+        assert (
+            numbers["warm_marginal"]
+            < numbers["cold"]
+            < numbers["cold_new_recipient"]
+            < CEILING[kind]
+        )

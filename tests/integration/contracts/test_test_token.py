@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 OWNER = Account.from_key(b"\x11" * 32)  # a key we hold, to sign permits off-chain
 
 
-def _permit_signature(token: Contract, chain_id: int, spender: str, value: int, nonce: int, deadline: int) -> tuple[int, bytes, bytes]:
+def _permit_signature(
+    token: Contract, chain_id: int, spender: str, value: int, nonce: int, deadline: int
+) -> tuple[int, bytes, bytes]:
     message = {
         "types": {
             "EIP712Domain": [
@@ -70,7 +72,9 @@ def test_erc20_and_minting(w3: Web3) -> None:
     receipt = send(token.functions.mint(alice, 5_000_000), minter)
     (ev,) = events(token, "Transfer", receipt)
     assert dict(ev["args"]) == {"from": "0x" + "00" * 20, "to": alice, "value": 5_000_000}
-    assert revert_data(token.functions.mint(alice, 1), alice).startswith(error_selector("NotMinter(address)"))
+    assert revert_data(token.functions.mint(alice, 1), alice).startswith(
+        error_selector("NotMinter(address)")
+    )
 
     send(token.functions.transfer(bob, 1_000_000), alice)
     assert token.functions.balanceOf(bob).call() == 1_000_000
@@ -91,9 +95,14 @@ def test_erc20_and_minting(w3: Web3) -> None:
     assert token.functions.totalSupply().call() == 5_000_000
 
     receipt = send(token.functions.setMinter(bob), minter)
-    assert dict(events(token, "MinterChanged", receipt)[0]["args"]) == {"previousMinter": minter, "newMinter": bob}
+    assert dict(events(token, "MinterChanged", receipt)[0]["args"]) == {
+        "previousMinter": minter,
+        "newMinter": bob,
+    }
     send(token.functions.mint(carol, 7), bob)
-    assert revert_data(token.functions.mint(carol, 7), minter).startswith(error_selector("NotMinter(address)"))
+    assert revert_data(token.functions.mint(carol, 7), minter).startswith(
+        error_selector("NotMinter(address)")
+    )
 
 
 def test_permit(w3: Web3) -> None:

@@ -83,7 +83,9 @@ def test_higher_fee_never_pays_more(a: int, r_in: int, r_out: int) -> None:
 
 @settings(max_examples=150)
 @given(data=st.data(), r_in=reserves, r_out=st.integers(2, 10**30), fee=fees)
-def test_amount_in_buys_at_least_amount_out(data: st.DataObject, r_in: int, r_out: int, fee: int) -> None:
+def test_amount_in_buys_at_least_amount_out(
+    data: st.DataObject, r_in: int, r_out: int, fee: int
+) -> None:
     b = data.draw(st.integers(1, r_out - 1))
     a = get_amount_in(b, r_in, r_out, fee)
     assert get_amount_out(a, r_in, r_out, fee) >= b

@@ -76,7 +76,14 @@ def pools(draw: st.DrawFn) -> tuple[int, int, int, int, int, int]:
     dec_out = draw(decimals)
     b_in = draw(st.integers(1, 10 ** (dec_in + 12)))
     b_out = draw(st.integers(1, 10 ** (dec_out + 12)))
-    return b_in, b_out, rate_for_decimals(dec_in), rate_for_decimals(dec_out), draw(amps), draw(fees)
+    return (
+        b_in,
+        b_out,
+        rate_for_decimals(dec_in),
+        rate_for_decimals(dec_out),
+        draw(amps),
+        draw(fees),
+    )
 
 
 @settings(max_examples=150)
@@ -145,7 +152,9 @@ def test_higher_fee_never_pays_more(pool: tuple[int, ...], a: int) -> None:
 
 @settings(max_examples=150)
 @given(pool=pools(), data=st.data())
-def test_amount_in_is_the_smallest_sufficient_input(pool: tuple[int, ...], data: st.DataObject) -> None:
+def test_amount_in_is_the_smallest_sufficient_input(
+    pool: tuple[int, ...], data: st.DataObject
+) -> None:
     b_in, b_out, r_in, r_out, amp, fee = pool
     assume(b_out >= 2)
     want = data.draw(st.integers(1, b_out - 1))
