@@ -8,7 +8,10 @@ The book is what the router prices against and what `GET /v1/book` shows:
 - the operator's vault inventory per chain and asset, and what confirmed orders have
   already reserved of it (`available_inventory` = balance − reservations);
 - which chains are available: a chain marked unavailable (halted, reorging) drops out of
-  routing, and its status says why.
+  routing, and its status says why;
+- a depth view per pair, per chain and aggregated over available chains: price levels
+  (a fixed grid of bps away from the best price) with the cumulative size the sources
+  absorb up to each level, on both sides — what `GET /v1/book` shows.
 
 A `VirtualBook` is a frozen value: every update returns a new book whose `version` is one
 higher, so a quote is always tied to exactly one version, and caches keyed by version are
@@ -22,12 +25,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from app.domain.sources import LadderSource, Source, Trade
+from app.domain.routing.curves import cached_curve
+from app.domain.sources import PRICE_SCALE, InsufficientLiquidity, LadderSource, Source, Trade
 from app.domain.types import Asset, AssetPair, AssetSymbol, ChainId
 
 __all__ = [
     "BookError",
     "ChainStatus",
+    "Depth",
+    "DepthLevel",
     "Hold",
     "InsufficientInventory",
     "Reservation",
@@ -69,6 +75,26 @@ class ChainStatus:
     chain: ChainId
     available: bool
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DepthLevel:
+    """Up to `price` (quote per base, whole units × 1e18) the sources absorb `base` and
+    `quote`, cumulative, in canonical 18-decimal units."""
+
+    price: int
+    base: int
+    quote: int
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    pair: AssetPair
+    chain: ChainId | None  # None: aggregated over every available chain
+    version: int
+    bids: tuple[DepthLevel, ...]  # traders selling base; best (highest) price first
+    asks: tuple[DepthLevel, ...]  # traders buying base; best (lowest) price first
+    unavailable: tuple[ChainId, ...]  # chains left out because they are unavailable
 
 
 def _frozen(d: Mapping) -> Mapping:
@@ -228,3 +254,46 @@ class VirtualBook:
     def next_expiry(self) -> int | None:
         """Earliest expiry among market-maker levels (None without levels)."""
         return self._next_expiry
+
+    def depth(
+        self, pair: AssetPair, chain: ChainId | None = None, *, levels: int = 20, step_bps: int = 10
+    ) -> Depth:
+        """Cumulative depth on a grid of `levels` prices, `step_bps` apart from the best."""
+        srcs = [
+            s for s in self.sources_for(pair.base, pair.quote) if chain is None or s.chain == chain
+        ]
+        bids = self._side(srcs, pair.base, pair.quote, levels, step_bps, selling_base=True)
+        asks = self._side(srcs, pair.quote, pair.base, levels, step_bps, selling_base=False)
+        gone = tuple(
+            st.chain for st in self.unavailable_chains if chain is None or st.chain == chain
+        )
+        return Depth(pair, chain, self.version, bids, asks, gone)
+
+    @staticmethod
+    def _side(
+        srcs: list[Source], sell: str, buy: str, levels: int, step_bps: int, selling_base: bool
+    ) -> tuple[DepthLevel, ...]:
+        curves = []
+        for src in srcs:
+            t0, t1 = src.tokens
+            tin, tout = (t0, t1) if t0.symbol == sell else (t1, t0)
+            try:
+                curves.append(cached_curve(src, tin, tout))
+            except InsufficientLiquidity:
+                continue
+        if not curves:
+            return ()
+        best = max(cv.spot for cv in curves)  # output per input, canonical
+        out = []
+        for k in range(1, levels + 1):
+            # Bids: price (quote/base) falls k steps; asks: price (= 1/marginal) rises.
+            f = 1.0 - k * step_bps / 10_000 if selling_base else 1.0 / (1.0 + k * step_bps / 10_000)
+            if f <= 0.0:
+                break
+            u = 1.0 / (best * f) ** 0.5
+            x = sum(cv.at(u)[0] for cv in curves)
+            y = sum(cv.at(u)[1] for cv in curves)
+            price = best * f if selling_base else 1.0 / (best * f)
+            base, quote = (x, y) if selling_base else (y, x)
+            out.append(DepthLevel(int(price * PRICE_SCALE), int(base), int(quote)))
+        return tuple(out)

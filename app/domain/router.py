@@ -120,7 +120,7 @@ class Router:
         try:
             excluded = self._solve(plan, amount_c, Side.EXACT_IN)
             u = plan.agg.solve_in(amount_c, excluded)
-            shares = [x for x, _ in plan.agg.allocation(u, excluded)]
+            shares = _or_best([x for x, _ in plan.agg.allocation(u, excluded)], plan, excluded)
             ints = integer_split(amount_in, shares, _caps(plan, "in", d_a))
             splits = [
                 self._split_in(m, q, d_a, d_b) for m, q in zip(plan.members, ints, strict=True) if q
@@ -153,7 +153,7 @@ class Router:
         try:
             excluded = self._solve(plan, want_c, Side.EXACT_OUT)
             u = plan.agg.solve_out(want_c, excluded)
-            shares = [y for _, y in plan.agg.allocation(u, excluded)]
+            shares = _or_best([y for _, y in plan.agg.allocation(u, excluded)], plan, excluded)
             ints = integer_split(amount_out, shares, _caps(plan, "out", d_b))
             splits = [
                 self._split_out(m, q, d_b, d_a)
@@ -362,6 +362,14 @@ class Router:
                 )
             lines.append(GasLine(chain, units, cost))
         return tuple(lines)
+
+
+def _or_best(shares: list[float], plan: Plan, excluded: Sequence[int]) -> list[float]:
+    """Orders far below float resolution of the pools' sizes go to the best price."""
+    if sum(shares) > 0.0:
+        return shares
+    best = next(i for i in plan.by_spot if i not in excluded)
+    return [1.0 if i == best else 0.0 for i in range(len(shares))]
 
 
 def _caps(plan: Plan, side: str, decimals: int) -> list[int | None]:

@@ -1,13 +1,15 @@
 """The aggregate of many curves: total input and output as functions of u = λ^(-1/2).
 
-Merging every curve's breakpoints into one sorted array, the sum of all curves is, on
-each interval between consecutive breakpoints, X(u) = A·u + B and Y(u) = C + D·u + E/u
-(the shapes curves are made of).  Prefix sums of the coefficient changes give A…E per
-interval, and X, Y at every breakpoint; both ascend with u.  Solving "which marginal
-price λ* makes the sources absorb exactly X" is then a binary search over breakpoints
-and one linear equation — O(log K) per order, whatever the number of sources.
+All curves' breakpoints, merged and sorted, cut the u axis into intervals on which every
+curve keeps one shape: x is linear in u for all of them, y is linear in u for tables and
+ladders and `c + e/u` for constant-product pools.  Per book version we evaluate the
+total X and Y at every breakpoint (curve by curve, vectorised — no prefix sums of huge
+slopes that would cancel) and the constant-product coefficients per interval.  Solving
+"at which marginal price λ* do the sources absorb exactly X" is then a binary search over
+breakpoints and a linear interpolation; "…deliver exactly Y" adds a few safeguarded
+Newton steps.  Both are O(log K) per order, whatever the number of sources.
 
-Curves can be *excluded* per solve (the gas filter drops sources one at a time): the
+Curves can be *excluded* per solve (the gas filter drops members one at a time): the
 search subtracts their contributions on the fly instead of rebuilding the merge.
 """
 
@@ -15,12 +17,12 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from app.domain.routing.curves import Curve, Piece
+from app.domain.routing.curves import Curve
 
 __all__ = ["Aggregate", "CapacityExceeded"]
 
@@ -32,129 +34,138 @@ class CapacityExceeded(ValueError):
 @dataclass(frozen=True, slots=True, eq=False)
 class Aggregate:
     curves: tuple[Curve, ...]
-    pieces: tuple[list[Piece], ...]
-    u: list[float]
-    a: list[float]
-    b: list[float]
-    c: list[float]
-    d: list[float]
-    e: list[float]
-    xv: list[float]  # X at each breakpoint
-    yv: list[float]  # Y at each breakpoint
+    u: list[float]  # breakpoints, ascending
+    xv: list[float]  # total input at each breakpoint
+    yv: list[float]  # total output at each breakpoint
+    cp_a: list[float]  # Σ slope dx/du of the constant-product curves active from u[k]
+    cp_c: list[float]  # Σ c of those curves (y = c + e/u)
+    cp_e: list[float]  # Σ e of those curves
 
     @classmethod
     def build(cls, curves: Sequence[Curve]) -> Aggregate:
-        starts: list[float] = []
-        deltas: list[tuple[float, float, float, float, float]] = []
-        all_pieces = tuple(cv.pieces() for cv in curves)
-        for pcs in all_pieces:
-            prev = (0.0, 0.0, 0.0, 0.0, 0.0)
-            for u0, a, b, c, d, e in pcs:
-                starts.append(u0)
-                deltas.append((a - prev[0], b - prev[1], c - prev[2], d - prev[3], e - prev[4]))
-                prev = (a, b, c, d, e)
-        if not starts:
+        if not curves:
             raise CapacityExceeded("no curves")
-        us = np.asarray(starts)
-        order = np.argsort(us, kind="stable")  # stable: equal u keep curve order
-        us = us[order]
-        cum = np.cumsum(np.asarray(deltas)[order], axis=0)
-        ca, cb, cc, cd, ce = (cum[:, i] for i in range(5))
-        xv = np.maximum(ca * us + cb, 0.0)
-        yv = np.maximum(cc + cd * us + ce / us, 0.0)
-        # Prefix sums accumulate rounding; X and Y must ascend for the binary search.
+        us = np.unique(np.concatenate([np.asarray(cv.u) for cv in curves]))
+        xv = np.zeros_like(us)
+        yv = np.zeros_like(us)
+        cp_a = np.zeros_like(us)
+        cp_c = np.zeros_like(us)
+        cp_e = np.zeros_like(us)
+        for cv in curves:
+            if cv.cp is not None:
+                a, b, c, e = cv.cp
+                on = us >= cv.u[0]
+                xv += np.where(on, np.maximum(a * us + b, 0.0), 0.0)
+                yv += np.where(on, np.maximum(c + e / us, 0.0), 0.0)
+                cp_a += np.where(on, a, 0.0)
+                cp_c += np.where(on, c, 0.0)
+                cp_e += np.where(on, e, 0.0)
+            else:
+                xv += np.interp(us, cv.u, cv.x, left=0.0, right=cv.x[-1])
+                yv += np.interp(us, cv.u, cv.y, left=0.0, right=cv.y[-1])
+        # Sums of rounded terms may wobble by an ulp; the searches need them ascending.
         xv = np.maximum.accumulate(xv)
         yv = np.maximum.accumulate(yv)
         return cls(
             tuple(curves),
-            all_pieces,
             us.tolist(),
-            ca.tolist(),
-            cb.tolist(),
-            cc.tolist(),
-            cd.tolist(),
-            ce.tolist(),
             xv.tolist(),
             yv.tolist(),
+            cp_a.tolist(),
+            cp_c.tolist(),
+            cp_e.tolist(),
         )
 
     @property
     def best_u(self) -> float:
         return self.u[0]
 
-    # -- solving ---------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------
 
-    def _coeffs(self, k: int, excluded: Sequence[int]) -> tuple[float, ...]:
-        a, b, c, d, e = self.a[k], self.b[k], self.c[k], self.d[k], self.e[k]
+    def _without(self, k: int, excluded: Sequence[int], use_x: bool) -> float:
+        v = self.xv[k] if use_x else self.yv[k]
         uk = self.u[k]
         for i in excluded:
-            p = _piece_at(self.curves[i], self.pieces[i], uk)
-            if p is not None:
-                a, b, c, d, e = a - p[1], b - p[2], c - p[3], d - p[4], e - p[5]
-        return a, b, c, d, e
+            v -= self.curves[i].at(uk)[0 if use_x else 1]
+        return v
 
-    def _last_below(
-        self, values: list[float], target: float, excluded: Sequence[int], use_x: bool
-    ) -> int:
-        """Largest k with value(k) ≤ target, where value excludes some curves."""
+    def _last_at_most(self, target: float, excluded: Sequence[int], use_x: bool) -> int:
+        """Largest k whose total (minus excluded curves) is ≤ target; −1 if none."""
         if not excluded:
-            return bisect_right(values, target) - 1
-        lo, hi = -1, len(values) - 1  # invariant: value(lo) ≤ target < value(hi+1)
+            return bisect_right(self.xv if use_x else self.yv, target) - 1
+        lo, hi = -1, len(self.u) - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            v = values[mid]
-            um = self.u[mid]
-            for i in excluded:
-                xi, yi = self.curves[i].at(um)
-                v -= xi if use_x else yi
-            if v <= target:
+            if self._without(mid, excluded, use_x) <= target:
                 lo = mid
             else:
                 hi = mid - 1
         return lo
 
+    def _cp_tail(self, k: int, excluded: Sequence[int]) -> tuple[float, float]:
+        """(Σ a, Σ e) of constant-product curves active beyond the last breakpoint."""
+        a, e = self.cp_a[k], self.cp_e[k]
+        for i in excluded:
+            cp = self.curves[i].cp
+            if cp is not None and self.curves[i].u[0] <= self.u[k]:
+                a -= cp[0]
+                e -= cp[3]
+        return a, e
+
+    # -- solving ---------------------------------------------------------------------------
+
     def solve_in(self, amount: float, excluded: Sequence[int] = ()) -> float:
         """u at which the (non-excluded) curves absorb exactly `amount` of input."""
-        if amount <= 0.0:
+        k = self._last_at_most(amount, excluded, True)
+        if k < 0 or amount <= 0.0:
             return self.u[0]
-        k = self._last_below(self.xv, amount, excluded, True)
-        if k < 0:
-            return self.u[0]
-        a, b, *_ = self._coeffs(k, excluded)
-        if a <= 0.0:
-            if k == len(self.u) - 1:
+        x_k = self._without(k, excluded, True) if excluded else self.xv[k]
+        if k == len(self.u) - 1:
+            slope, _ = self._cp_tail(k, excluded)
+            if amount <= x_k * (1.0 + 1e-12):
+                return self.u[k]  # exactly at (float) capacity: integer caps decide
+            if slope <= 0.0:
                 raise CapacityExceeded("input exceeds the capacity of every source")
-            return self.u[k]
-        u = (amount - b) / a
-        hi = self.u[k + 1] if k + 1 < len(self.u) else math.inf
-        return min(max(u, self.u[k]), hi)
+            return self.u[k] + (amount - x_k) / slope
+        x_next = self._without(k + 1, excluded, True) if excluded else self.xv[k + 1]
+        # Every curve is linear in u between breakpoints, so the total is too.
+        t = (amount - x_k) / (x_next - x_k) if x_next > x_k else 0.0
+        return self.u[k] + t * (self.u[k + 1] - self.u[k])
 
     def solve_out(self, amount: float, excluded: Sequence[int] = ()) -> float:
         """u at which the (non-excluded) curves deliver exactly `amount` of output."""
-        if amount <= 0.0:
+        k = self._last_at_most(amount, excluded, False)
+        if k < 0 or amount <= 0.0:
             return self.u[0]
-        k = self._last_below(self.yv, amount, excluded, False)
-        if k < 0:
-            return self.u[0]
-        _, _, c, d, e = self._coeffs(k, excluded)
-        lo = self.u[k]
-        hi = self.u[k + 1] if k + 1 < len(self.u) else math.inf
-        if d == 0.0 and e == 0.0:
-            if k == len(self.u) - 1:
+        uk = self.u[k]
+        y_k = self._without(k, excluded, False) if excluded else self.yv[k]
+        if k == len(self.u) - 1:
+            # Only constant-product curves still move: y_k + E·(1/u − 1/u_k) = amount.
+            _, e = self._cp_tail(k, excluded)
+            if amount <= y_k * (1.0 + 1e-12):
+                return uk
+            inv = 1.0 / uk + (amount - y_k) / e if e < 0.0 else 0.0
+            if inv <= 0.0:
                 raise CapacityExceeded("output exceeds the capacity of every source")
-            return lo
-        # Y(u) = c + d·u + e/u rises on [lo, hi]: solve d·u² + (c − Y)·u + e = 0.
-        if d == 0.0:
-            u = -e / (c - amount) if c > amount else math.inf
-        else:
-            q = c - amount
-            disc = q * q - 4.0 * d * e
-            u = (-q + math.sqrt(max(disc, 0.0))) / (2.0 * d)
-        if not lo <= u <= hi:
-            if math.isinf(hi) and (d == 0.0 and c <= amount):
-                raise CapacityExceeded("output exceeds the capacity of every source")
-            u = min(max(u, lo), hi)
-        return u
+            return 1.0 / inv
+        u1 = self.u[k + 1]
+        y_1 = self._without(k + 1, excluded, False) if excluded else self.yv[k + 1]
+        if y_1 <= y_k:
+            return uk
+        # Y = (linear part) + (constant-product part c + e/u) on [uk, u1].
+        c, e = self.cp_c[k], self.cp_e[k]
+        for i in excluded:
+            cp = self.curves[i].cp
+            if cp is not None and self.curves[i].u[0] <= uk:
+                c -= cp[2]
+                e -= cp[3]
+        lin_k = y_k - (c + e / uk)
+        slope = ((y_1 - (c + e / u1)) - lin_k) / (u1 - uk)
+
+        def g(u: float) -> float:
+            return lin_k + slope * (u - uk) + c + e / u - amount
+
+        return _root(g, lambda u: slope - e / (u * u), uk, u1, (amount - y_k) / (y_1 - y_k))
 
     def allocation(self, u: float, excluded: Sequence[int] = ()) -> list[tuple[float, float]]:
         """(x, y) of every curve at u; excluded curves get (0, 0)."""
@@ -164,8 +175,22 @@ class Aggregate:
         return out
 
 
-def _piece_at(cv: Curve, pieces: list[Piece], u: float) -> Piece | None:
-    if u < cv.u[0]:
-        return None
-    j = bisect_right(cv.u, u) - 1
-    return pieces[min(j, len(pieces) - 1)]
+def _root(
+    g: Callable[[float], float], dg: Callable[[float], float], lo: float, hi: float, t0: float
+) -> float:
+    """Root of an increasing g on [lo, hi]: Newton from the secant guess, kept in bracket."""
+    u = lo + t0 * (hi - lo)
+    for _ in range(60):
+        v = g(u)
+        if v > 0.0:
+            hi = u
+        else:
+            lo = u
+        d = dg(u)
+        nxt = u - v / d if d > 0.0 else math.nan
+        if not lo < nxt < hi:
+            nxt = 0.5 * (lo + hi)
+        if abs(nxt - u) <= 1e-15 * u:
+            return nxt
+        u = nxt
+    return u

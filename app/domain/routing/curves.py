@@ -22,6 +22,8 @@ Floats only guide the split; every amount the router returns comes from exact ma
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from bisect import bisect_right
 from collections.abc import Callable
@@ -31,14 +33,13 @@ from functools import lru_cache
 from app.domain.sources import InsufficientLiquidity, LadderSource, Source, SourceKind
 from app.domain.types import CANONICAL_DECIMALS, Asset
 
-__all__ = ["Curve", "Piece", "cached_curve", "curve_for"]
-
-# (u_start, a, b, c, d, e): on [u_start, next start) x = a·u + b, y = c + d·u + e/u.
-Piece = tuple[float, float, float, float, float, float]
+__all__ = ["Curve", "cached_curve", "curve_for"]
 
 _STEP = 1e-9  # relative u-width of a ladder level's jump
-_GRID_POINTS = 56  # StableSwap table size; enough for 1e-4 relative error in x(λ)
-_GRID_LO, _GRID_HI = 1e-6, 40.0  # grid from 1e-6 to 40 × the input balance
+_GRID_POINTS = 40  # initial StableSwap grid, geometric from 1e-6 to 40 × the balance
+_GRID_LO, _GRID_HI = 1e-6, 40.0
+_REFINE_TOL = 1e-6  # bisect a grid interval while interpolation misses by more
+_REFINE_BUDGET = 160  # exact-math probes per table at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +112,6 @@ class Curve:
         t = (y - ys[j]) / (ys[j + 1] - ys[j])
         return self.u[j] + t * (self.u[j + 1] - self.u[j])
 
-    def pieces(self) -> list[Piece]:
-        """The curve as consecutive pieces, for merging into an aggregate."""
-        if self.cp is not None:
-            a, b, c, e = self.cp
-            return [(self.u[0], a, b, c, 0.0, e)]
-        out: list[Piece] = []
-        us, xs, ys = self.u, self.x, self.y
-        for j in range(len(us) - 1):
-            du = us[j + 1] - us[j]
-            a = (xs[j + 1] - xs[j]) / du
-            d = (ys[j + 1] - ys[j]) / du
-            out.append((us[j], a, xs[j] - a * us[j], ys[j] - d * us[j], d, 0.0))
-        out.append((us[-1], 0.0, xs[-1], ys[-1], 0.0, 0.0))
-        return out
-
 
 def _scale(asset: Asset) -> float:
     return float(10 ** (CANONICAL_DECIMALS - asset.decimals))
@@ -140,32 +126,73 @@ def _cp_curve(r_in: float, r_out: float, fee_bps: int) -> Curve:
 
 
 def _table_curve(out: Callable[[int], int], balance_in: int, s_in: float, s_out: float) -> Curve:
-    """Tabulate an exact integer swap function on a geometric grid of inputs."""
-    probe = max(balance_in // 10**7, 1)
-    m0 = out(probe) / probe
-    if m0 <= 0.0:
-        raise InsufficientLiquidity("no output at the smallest size")
-    us, xs, ys = [1.0 / math.sqrt(m0 * s_out / s_in)], [0.0], [0.0]
-    ratio = (_GRID_HI / _GRID_LO) ** (1.0 / (_GRID_POINTS - 1))
-    m_prev = m0
-    for j in range(_GRID_POINTS):
-        x = int(balance_in * _GRID_LO * ratio**j)
-        if x <= xs[-1] / s_in:
-            continue
-        h = max(x // 1000, balance_in // 10**7, 1)
+    """Tabulate an exact integer swap function: a geometric grid of inputs, refined where
+    linear interpolation (of u and of y) would miss the true curve by more than 1e-6."""
+
+    def point(x: int) -> tuple[float, float, float] | None:
+        # Marginal from a forward difference, attributed to the middle of the step (no
+        # bias); the step is wide enough that integer rounding is noise below 1e-6.
+        h = max(x // 10_000, balance_in // 10**6, 1)
         try:
             y, y_h = out(x), out(x + h)
         except InsufficientLiquidity:
+            return None
+        if y <= 0 or y_h <= y:
+            return None
+        return (x + h / 2) * s_in, (y + y_h) / 2 * s_out, (y_h - y) / h * s_out / s_in
+
+    first = point(max(balance_in // 10**7, 1))
+    if first is None:
+        raise InsufficientLiquidity("no output at the smallest size")
+    pts = [(0.0, 0.0, first[2])]
+    ratio = (_GRID_HI / _GRID_LO) ** (1.0 / (_GRID_POINTS - 1))
+    for j in range(_GRID_POINTS):
+        p = point(int(balance_in * _GRID_LO * ratio**j))
+        if p is None:
             break
-        m = (y_h - y) / h
-        if m <= 0.0 or y <= 0:
-            break
+        if p[0] > pts[-1][0]:
+            pts.append(p)
+    # Refine the worst-interpolated interval first, until all are within tolerance or
+    # the budget is spent: the StableSwap "cliff" gets the points, the flat part few.
+    Pt = tuple[float, float, float]
+
+    def probe(p: Pt, q: Pt) -> tuple[float, Pt] | None:
+        r = point(int((p[0] + q[0]) / 2 / s_in))
+        if r is None or not p[0] < r[0] < q[0]:
+            return None
+        t = (r[0] - p[0]) / (q[0] - p[0])
+        up, uq, ur = p[2] ** -0.5, q[2] ** -0.5, r[2] ** -0.5
+        u_err = abs(up + t * (uq - up) - ur) / ur
+        y_err = abs(p[1] + t * (q[1] - p[1]) - r[1]) / r[1]
+        return max(u_err, y_err), r
+
+    heap: list[tuple[float, int, Pt, Pt, Pt]] = []
+    seq = 0
+    for p, q in itertools.pairwise(pts):
+        got = probe(p, q)
+        if got is not None:
+            heapq.heappush(heap, (-got[0], seq, p, got[1], q))
+            seq += 1
+    budget = _REFINE_BUDGET
+    while heap and budget > 0 and -heap[0][0] > _REFINE_TOL:
+        _, _, p, r, q = heapq.heappop(heap)
+        pts.append(r)
+        for a, b in ((p, r), (r, q)):
+            budget -= 1
+            got = probe(a, b)
+            if got is not None:
+                heapq.heappush(heap, (-got[0], seq, a, got[1], b))
+                seq += 1
+    table = sorted(pts)
+    us, xs, ys = [], [], []
+    m_prev = math.inf
+    for x, y, m in table:
         # Keep the marginal strictly decreasing: integer rounding may make it wobble.
         m = min(m, m_prev * (1.0 - 1e-12))
         m_prev = m
-        us.append(1.0 / math.sqrt(m * s_out / s_in))
-        xs.append(x * s_in)
-        ys.append(y * s_out)
+        us.append(m**-0.5)
+        xs.append(x)
+        ys.append(y)
     return Curve(tuple(us), tuple(xs), tuple(ys))
 
 

@@ -117,6 +117,10 @@ def direct_out(
     native_in = m.source.amount_in(m.tout.symbol, need)
     units_in = ceil_convert(native_in, m.tin.decimals, in_dec)
     fed = convert_amount(units_in, in_dec, m.tin.decimals)
+    if m.cap_in is not None:
+        # Rounding the input up to order units must not overfill a ladder; the sub-unit
+        # excess stays in the vault.
+        fed = min(fed, m.cap_in)
     got = m.source.amount_out(m.tin.symbol, fed)
     leg = Leg(m.source.chain, m.source.kind, m.source.id, m.tin, m.tout, fed, got, hop)
     return units_in, convert_amount(got, m.tout.decimals, out_dec), leg
