@@ -273,3 +273,25 @@ def test_liquidity_and_bad_input(w3: Web3) -> None:
     assert revert_data(pool.functions.getAmountIn(a.address, 10**30), deployer) == error_selector(
         "InsufficientLiquidity()"
     )
+
+
+def test_newton_cycle_keeps_the_255th_iterate(w3: Web3) -> None:
+    # amp = 1 and a 1.9e16 : 1e12 scaled imbalance trap D's Newton loop in a 4-cycle
+    # (step never <= 1); pool and twin both settle for the 255th iterate, not a revert.
+    deployer = accounts(w3)[0]
+    big = deploy(w3, "TestToken", "Big", "BIG", 18, deployer)
+    small = deploy(w3, "TestToken", "Small", "SML", 6, deployer)
+    pool = deploy(w3, "StableSwapPool", big.address, small.address, 1, 30)
+    for token in (big, small):
+        send(token.functions.mint(deployer, 10**30), deployer)
+        send(token.functions.approve(pool.address, MAX_UINT), deployer)
+    b0, b1 = 18_979_000_000_000_000, 1
+    xp = (b0, b1 * 10**12)
+    d = ss.get_d(xp, 1)
+    assert d == 1_405_267_415_133_280  # cycle ...272, ...276, ...278, ...280; #255 is ...280
+    send(pool.functions.addLiquidity(b0, b1, deployer), deployer)
+    assert pool.functions.getD().call() == d
+    for amount in (10**12, 10**15, 10**17):
+        assert pool.functions.getAmountOut(big.address, amount).call() == ss.get_amount_out(
+            amount, b0, b1, 10**18, 10**30, 1, 30
+        )
