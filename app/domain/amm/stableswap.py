@@ -32,7 +32,11 @@ revert on the underflow; the contract's view returns 0 and its `swap` rejects it
 `get_amount_in(b)` returns the smallest input `a` with `get_amount_out(a) >= b` in the
 local sense: `get_amount_out(a - 1) < b` always holds (it is found by bracketing and
 bisection around the analytic inverse), and it is the global minimum whenever the output
-is monotone in the input, which Newton's rounding keeps it in practice.
+is monotone in the input (it was in every case the tests drew).
+
+Newton's loops run at most 255 rounds and stop once a step is <= 1. Rounding can trap D's
+loop in a short cycle a few units wide (tiny amp, lopsided pool); then, like Curve's 3pool,
+the 255th iterate is used rather than a revert. Both sides do the same, so they still agree.
 """
 
 from __future__ import annotations
