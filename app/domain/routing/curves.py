@@ -152,7 +152,7 @@ def _table_curve(out: Callable[[int], int], balance_in: int, s_in: float, s_out:
             break
         if p[0] > pts[-1][0]:
             pts.append(p)
-    # Refine the worst-interpolated interval first, until all are within tolerance or
+    # Refine the worst-interpolated interval first (weighted by price relevance), until all are within tolerance or
     # the budget is spent: the StableSwap "cliff" gets the points, the flat part few.
     Pt = tuple[float, float, float]
 
@@ -164,7 +164,9 @@ def _table_curve(out: Callable[[int], int], balance_in: int, s_in: float, s_out:
         up, uq, ur = p[2] ** -0.5, q[2] ** -0.5, r[2] ** -0.5
         u_err = abs(up + t * (uq - up) - ur) / ur
         y_err = abs(p[1] + t * (q[1] - p[1]) - r[1]) / r[1]
-        return max(u_err, y_err), r
+        # Weight by how close to the best price the interval trades: the far tail (where
+        # the pool is nearly drained) matters only to orders no router would send there.
+        return max(u_err, y_err) * r[2] / pts[0][2], r
 
     heap: list[tuple[float, int, Pt, Pt, Pt]] = []
     seq = 0
