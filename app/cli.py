@@ -207,6 +207,29 @@ def up(
         _fail(str(e))
 
 
+@app.command("api")
+def api(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+) -> None:
+    """Run the HTTP API alone (reads the devnet manifest; needs Redis at REDIS_URL)."""
+    import uvicorn
+
+    s = get_settings()
+    if not s.manifest.exists():
+        _fail(f"no manifest at {s.manifest}: start a devnet with `crossbook devnet up`")
+    uvicorn.run(
+        "app.api.main:create_app",
+        factory=True,
+        host=host or s.api_host,
+        port=port or s.api_port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
 @app.command("bench")
 def bench(
     which: Annotated[list[str] | None, typer.Argument(help="benchmarks to run (default: all)")] = None,

@@ -36,3 +36,6 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # web3 logs every subscription and reconnect at INFO; ours say what matters.
+    for noisy in ("web3", "websockets", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

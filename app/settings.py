@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    operator_key: str | None = None  # default: the devnet manifest's operator account
+    quote_ttl_seconds: int = 30
+    protocol_fee_bps: int = 0
+    rate_limit_per_second: float = 5000.0  # per client address
+    rate_limit_burst: float = 10000.0
+    max_body_bytes: int = 64 * 1024
+    settlement_batch_size: int = 32
+    gas_price_gwei: float = 1.0
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,16 +69,21 @@ def compile_sources(sources: dict[str, str], settings: dict[str, object] | None 
         "sources": {name: {"content": text} for name, text in sources.items()},
         "settings": settings or SETTINGS,
     }
-    proc = subprocess.run(
-        [*_solcjs(), "--standard-json"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 and not proc.stdout:
-        raise SolcError(f"solcjs failed: {proc.stderr.strip()}")
+    # solcjs's stdout through a pipe is cut off at 64 KiB (Node exits before the pipe
+    # drains); a regular file receives all of it.
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.run(
+            [*_solcjs(), "--standard-json"],
+            input=json.dumps(request).encode(),
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+        out.seek(0)
+        raw = out.read().decode()
+    if "{" not in raw:
+        raise SolcError(f"solcjs failed (exit {proc.returncode}): {proc.stderr.decode().strip()}")
     # solcjs may print a banner line before the JSON document.
-    text = proc.stdout[proc.stdout.index("{") :]
+    text = raw[raw.index("{") :]
     result = json.loads(text)
     errors = [e for e in result.get("errors", []) if e.get("severity") == "error"]
     if errors:

@@ -87,3 +87,74 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
         if redis_server.proc is None:  # a test killed it: bring it back for the next one
             redis_server.start()
         redis.Redis.from_url(redis_server.url).flushall()
+
+
+class ApiProcess:
+    """The API as users run it: `crossbook api` in its own process, on a free port."""
+
+    def __init__(self, manifest: Path, redis_url: str, state_dir: Path, **env: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.redis_url = redis_url
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = state_dir / f"api-{self.port}.log"
+        full_env = {
+            **os.environ,
+            "CROSSBOOK_MANIFEST": str(manifest),
+            "REDIS_URL": redis_url,
+            "CROSSBOOK_STATE_DIR": str(state_dir),
+            **env,
+        }
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "api", "--port", str(self.port)],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"API exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                r = httpx.get(self.url + "/healthz", timeout=1)
+                if r.status_code == 200 and all(c["available"] for c in r.json()["chains"].values()):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"API not ready in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def api(devnet: Devnet, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    proc = ApiProcess(devnet.manifest_path, redis_server.url, tmp_path_factory.mktemp("api"))
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,30 @@
+"""The services a request handler needs, as `Annotated` dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from app.manifest import Manifest
+from app.services.book_service import BookService
+from app.services.quotes import QuoteService
+
+__all__ = ["Services", "ServicesDep"]
+
+
+@dataclass
+class Services:
+    manifest: Manifest
+    books: BookService
+    quotes: QuoteService
+    redis: Any
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]

@@ -1,0 +1,75 @@
+"""The HTTP/WebSocket service: `create_app()` wires the services to thin routes.
+
+On start it loads the manifest, starts one chain adapter per chain (the live book),
+connects Redis and builds the quote service; on stop it closes them in reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from app.api.deps import Services
+from app.api.errors import install_error_handlers
+from app.api.middleware import EdgeMiddleware, TokenBucket
+from app.api.routes import info, quote
+from app.domain.router import GasModel, Router
+from app.domain.types import ChainId
+from app.logs import setup_logging
+from app.manifest import Manifest
+from app.services.book_service import BookService
+from app.services.quotes import QuoteService, RedisQuoteStore
+from app.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging(settings.log_level)
+        manifest = Manifest.load(settings.manifest)
+        books = BookService(manifest)
+        await books.start()
+        redis = aioredis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        gas = GasModel(
+            gas_price_wei={ChainId(c.chain_id): int(settings.gas_price_gwei * 10**9) for c in manifest.chains},
+            batch_size=settings.settlement_batch_size,
+        )
+        quotes = QuoteService(
+            manifest,
+            books,
+            Router(gas=gas),
+            RedisQuoteStore(redis),
+            operator_key=settings.operator_key or manifest.operator.private_key,
+            ttl_seconds=settings.quote_ttl_seconds,
+            protocol_fee_bps=settings.protocol_fee_bps,
+        )
+        app.state.services = Services(manifest=manifest, books=books, quotes=quotes, redis=redis)
+        try:
+            yield
+        finally:
+            await books.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Crossbook",
+        version="0.1.0",
+        description="Cross-chain liquidity aggregator: quotes over every pool and market maker on every chain, "
+        "instant confirmations, Groth16-proven settlement. Errors use one envelope with a documented code enum.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(quote.router)
+    app.include_router(info.router)
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body=settings.max_body_bytes,
+        limiter=TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst),
+    )
+    return app

@@ -1,0 +1,39 @@
+"""`/v1/quote` (POST with a JSON body, GET with the same fields as query parameters)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import ServicesDep
+from app.api.schemas import QuoteBody, QuoteQuery
+from app.services.quotes import QuoteRequest
+
+router = APIRouter(tags=["quotes"])
+
+
+def _request(body: QuoteBody) -> QuoteRequest:
+    return QuoteRequest(
+        sell_chain_id=body.sellChainId,
+        sell_token=body.sellToken,
+        buy_chain_id=body.buyChainId,
+        buy_token=body.buyToken,
+        sell_amount=body.sellAmount,
+        buy_amount=body.buyAmount,
+        taker=body.taker,
+        recipient=body.recipient,
+        slippage_bps=body.slippageBps,
+        exclude_sources=tuple(body.excludeSources),
+        max_sources=body.maxSources,
+    )
+
+
+@router.post("/v1/quote", summary="Quote a swap across every chain's liquidity")
+async def post_quote(body: QuoteBody, services: ServicesDep) -> dict[str, Any]:
+    return await services.quotes.quote(_request(body))
+
+
+@router.get("/v1/quote", summary="Quote a swap (query-parameter form)")
+async def get_quote(params: Annotated[QuoteQuery, Query()], services: ServicesDep) -> dict[str, Any]:
+    return await services.quotes.quote(_request(params))

@@ -1,0 +1,100 @@
+"""The live virtual book: one chain adapter per chain feeding one `VirtualBook`.
+
+Adapters publish `ChainUpdate`s (new head, changed pools, inventory balances,
+availability); each becomes the next book version. Quotes read `self.book`, an immutable
+snapshot, so no quote ever waits for a chain or sees a half-applied update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from adapters.chain import ChainAdapter, ChainUpdate
+from app.domain.book import VirtualBook
+from app.domain.types import Address, Asset, AssetSymbol, ChainId
+from app.manifest import Manifest
+
+__all__ = ["BookService", "ChainHead"]
+
+log = logging.getLogger("crossbook.book")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    chain_id: int
+    block_number: int
+    block_hash: str
+    timestamp: int
+    available: bool
+    reason: str = ""
+
+
+class BookService:
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        gas_units: dict[str, int] | None = None,
+        stall_after: float | None = None,
+    ) -> None:
+        self.manifest = manifest
+        assets = [
+            Asset(AssetSymbol(t.symbol), ChainId(c.chain_id), t.decimals, Address(t.address))
+            for c in manifest.chains
+            for t in c.tokens.values()
+        ]
+        book = VirtualBook().with_assets(*assets)
+        for c in manifest.chains:
+            book = book.with_chain_available(ChainId(c.chain_id), False, "connecting")
+        self.book = book
+        self.heads: dict[int, ChainHead] = {
+            c.chain_id: ChainHead(c.chain_id, -1, "", 0, False, "connecting") for c in manifest.chains
+        }
+        self._symbol_of = {
+            (c.chain_id, t.address.lower()): AssetSymbol(t.symbol) for c in manifest.chains for t in c.tokens.values()
+        }
+        self._inventory = {c.chain_id: c.inventory.lower() for c in manifest.chains}
+        self.adapters = {
+            c.chain_id: ChainAdapter(c, self.apply, gas_units=gas_units, stall_after=stall_after)
+            for c in manifest.chains
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def apply(self, u: ChainUpdate) -> None:
+        """Turn one adapter update into the next book version (synchronous, no I/O)."""
+        cid = ChainId(u.chain_id)
+        book = self.book
+        if u.sources:
+            book = book.with_sources(*u.sources.values())
+        inv = self._inventory[u.chain_id]
+        for (token, account), balance in u.balances.items():
+            if account == inv:
+                book = book.with_inventory(cid, self._symbol_of[(u.chain_id, token)], balance)
+        if book.is_available(cid) != u.available:
+            book = book.with_chain_available(cid, u.available, u.reason)
+            log.log(
+                logging.INFO if u.available else logging.WARNING,
+                "chain availability changed",
+                extra={"chainId": u.chain_id, "available": u.available, "reason": u.reason},
+            )
+        self.book = book
+        self.heads[u.chain_id] = ChainHead(u.chain_id, u.block_number, u.block_hash, u.timestamp, u.available, u.reason)
+
+    async def start(self, ready_timeout: float = 10.0) -> None:
+        self._tasks = [asyncio.create_task(a.run(), name=f"adapter-{cid}") for cid, a in self.adapters.items()]
+        waits = [a.wait_ready(ready_timeout) for a in self.adapters.values()]
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        for cid, r in zip(self.adapters, results, strict=True):
+            if isinstance(r, BaseException):
+                log.warning("chain not ready at start; it stays unavailable until it answers", extra={"chainId": cid})
+
+    async def stop(self) -> None:
+        for a in self.adapters.values():
+            a.stop()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(t, 5)
+        self._tasks.clear()

@@ -1,0 +1,352 @@
+"""Quoting: validate a request against the manifest, route it on the current book,
+sign the terms with the operator key and keep the quote in Redis until it expires.
+
+No chain is called here: the book is the adapters' in-memory view.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.api.errors import ApiError, ErrorCode
+from app.domain.book import VirtualBook
+from app.domain.eip712 import Domain, address_of_key, sign_digest
+from app.domain.quote import BPS, QuoteTerms, apply_bps_floor, format_price
+from app.domain.router import (
+    ChainUnavailable,
+    InventoryExceeded,
+    NoRoute,
+    Route,
+    Router,
+    RoutingError,
+    Side,
+)
+from app.domain.types import Asset, ChainId
+from app.manifest import ChainInfo, Manifest
+from settlement.window import WindowPolicy, policy_for
+
+__all__ = ["IssuedQuote", "QuoteRequest", "QuoteService", "QuoteStore", "parse_amount"]
+
+MAX_AMOUNT = 2**128
+
+
+class QuoteStore(Protocol):
+    async def put(self, quote_id: str, doc: dict[str, Any], ttl: int) -> None: ...
+    async def get(self, quote_id: str) -> dict[str, Any] | None: ...
+
+
+class RedisQuoteStore:
+    def __init__(self, redis: Any, prefix: str = "quote:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def put(self, quote_id: str, doc: dict[str, Any], ttl: int) -> None:
+        await self.redis.set(self.prefix + quote_id, json.dumps(doc, separators=(",", ":")), ex=ttl)
+
+    async def get(self, quote_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.prefix + quote_id)
+        return json.loads(raw) if raw else None
+
+
+def parse_amount(value: object, name: str) -> int:
+    """A base-unit amount: a decimal string of digits, 0 < amount < 2^128."""
+    if not isinstance(value, str):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be a base-unit decimal string", [{"field": name}])
+    if not value.isascii() or not value.isdigit() or len(value) > 40:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            f"{name} must be a non-negative integer in base units, as a decimal string",
+            [{"field": name, "value": value[:64]}],
+        )
+    n = int(value)
+    if n == 0:
+        raise ApiError(ErrorCode.AMOUNT_TOO_SMALL, f"{name} must be greater than zero", [{"field": name}])
+    if n >= MAX_AMOUNT:
+        raise ApiError(ErrorCode.AMOUNT_TOO_LARGE, f"{name} must be below 2^128", [{"field": name}])
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRequest:
+    sell_chain_id: int
+    sell_token: str
+    buy_chain_id: int
+    buy_token: str
+    sell_amount: str | None
+    buy_amount: str | None
+    taker: str
+    recipient: str | None = None
+    slippage_bps: int = 50
+    exclude_sources: Sequence[str] = ()
+    max_sources: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedQuote:
+    terms: QuoteTerms
+    side: Side
+    route: Route | None  # None for a same-asset cross-chain transfer
+    sell: Asset
+    buy: Asset
+    price: str
+    price_impact_bps: int
+    protocol_fee: int
+    signature: str
+    signer: str
+    domain: Domain
+    blocks: dict[int, int]
+    eta: dict[int, WindowPolicy]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.terms
+        route = []
+        if self.route is not None:
+            for split in self.route.splits:
+                for leg in split.legs:
+                    route.append(
+                        {
+                            "chainId": int(leg.chain),
+                            "kind": str(leg.kind),
+                            "pool": leg.source_id.split(":", 1)[-1],
+                            "sourceId": leg.source_id,
+                            "tokenIn": leg.token_in.address,
+                            "tokenOut": leg.token_out.address,
+                            "symbolIn": leg.token_in.symbol,
+                            "symbolOut": leg.token_out.symbol,
+                            "amountIn": str(leg.amount_in),
+                            "amountOut": str(leg.amount_out),
+                            "hop": leg.hop,
+                            "via": split.via,
+                        }
+                    )
+        gas = [] if self.route is None else [{"chainId": int(g.chain), "units": g.units, "cost": str(g.cost)} for g in self.route.gas]
+        sell_eta = self.eta[t.sell_chain_id].eta_seconds
+        buy_eta = self.eta[t.buy_chain_id].eta_seconds
+        return {
+            "quoteId": t.quote_id,
+            "expiresAt": t.expires_at,
+            "side": self.side.value,
+            "taker": t.taker,
+            "recipient": t.recipient,
+            "sellChainId": t.sell_chain_id,
+            "sellToken": t.sell_token,
+            "sellSymbol": self.sell.symbol,
+            "sellAmount": str(t.sell_amount),
+            "buyChainId": t.buy_chain_id,
+            "buyToken": t.buy_token,
+            "buySymbol": self.buy.symbol,
+            "buyAmount": str(t.buy_amount),
+            "minBuyAmount": str(t.min_buy_amount),
+            "price": self.price,
+            "priceImpactBps": self.price_impact_bps,
+            "route": route,
+            "fees": {"protocolFee": str(self.protocol_fee), "protocolFeeToken": t.buy_token, "gas": gas},
+            "bookVersion": t.book_version,
+            "blocks": {str(k): v for k, v in self.blocks.items()},
+            "settlement": {
+                "tier": "standard",
+                "etaSeconds": round(sell_eta + buy_eta if t.sell_chain_id != t.buy_chain_id else sell_eta, 3),
+                "chains": {str(cid): p.to_json() for cid, p in self.eta.items() if cid in (t.sell_chain_id, t.buy_chain_id)},
+            },
+            "signature": self.signature,
+            "signer": self.signer,
+            "eip712": {"domain": self.domain.to_json(), "primaryType": "Quote"},
+            **self.extra,
+        }
+
+
+class QuoteService:
+    def __init__(
+        self,
+        manifest: Manifest,
+        book: Any,  # anything with a `.book: VirtualBook` and `.heads`
+        router: Router,
+        store: QuoteStore,
+        *,
+        operator_key: str,
+        ttl_seconds: int = 30,
+        protocol_fee_bps: int = 0,
+        proof_seconds: float = 3.0,
+    ) -> None:
+        self.manifest = manifest
+        self.books = book
+        self.router = router
+        self.store = store
+        self.operator_key = operator_key
+        self.operator = address_of_key(operator_key)
+        self.ttl = ttl_seconds
+        self.fee_bps = protocol_fee_bps
+        self.policies = {
+            c.chain_id: policy_for(c.chain_id, c.block_time, c.finality_depth, proof_seconds=proof_seconds)
+            for c in manifest.chains
+        }
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def chain(self, chain_id: int) -> ChainInfo:
+        try:
+            return self.manifest.chain(chain_id)
+        except KeyError:
+            raise ApiError(
+                ErrorCode.UNKNOWN_CHAIN,
+                f"unknown chain id {chain_id}",
+                [{"chainId": chain_id, "known": list(self.manifest.chain_ids)}],
+            ) from None
+
+    def asset(self, chain: ChainInfo, token: str, book: VirtualBook) -> Asset:
+        info = None
+        if token.startswith("0x"):
+            info = chain.token_by_address(token)
+        else:
+            info = chain.tokens.get(token.upper())
+        if info is None:
+            raise ApiError(
+                ErrorCode.UNKNOWN_ASSET,
+                f"unknown asset {token!r} on chain {chain.chain_id}",
+                [{"token": token, "chainId": chain.chain_id, "known": sorted(chain.tokens)}],
+            )
+        return book.asset(info.symbol, ChainId(chain.chain_id))
+
+    def domain(self, chain_id: int) -> Domain:
+        c = self.manifest.chain(chain_id)
+        return Domain(chain_id=chain_id, verifying_contract=c.contracts.get("settlement", c.inventory))
+
+    # -- quoting ---------------------------------------------------------------------------
+
+    def price(self, req: QuoteRequest, now: float | None = None) -> IssuedQuote:
+        now = time.time() if now is None else now
+        book: VirtualBook = self.books.book
+        sell_chain, buy_chain = self.chain(req.sell_chain_id), self.chain(req.buy_chain_id)
+        sell, buy = self.asset(sell_chain, req.sell_token, book), self.asset(buy_chain, req.buy_token, book)
+        if sell.chain == buy.chain and sell.symbol == buy.symbol:
+            raise ApiError(ErrorCode.SAME_ASSET, "sell and buy are the same asset on the same chain")
+        if (req.sell_amount is None) == (req.buy_amount is None):
+            raise ApiError(ErrorCode.INVALID_REQUEST, "give exactly one of sellAmount or buyAmount", [{"field": "sellAmount"}])
+        if not 0 <= req.slippage_bps <= 5_000:
+            raise ApiError(ErrorCode.INVALID_REQUEST, "slippageBps must be within 0..5000", [{"field": "slippageBps"}])
+        side = Side.EXACT_IN if req.sell_amount is not None else Side.EXACT_OUT
+        amount = parse_amount(req.sell_amount if side is Side.EXACT_IN else req.buy_amount, "sellAmount" if side is Side.EXACT_IN else "buyAmount")
+        for c in {sell.chain, buy.chain}:
+            if not book.is_available(c):
+                status = book.chain_status.get(c)
+                raise ApiError(
+                    ErrorCode.CHAIN_UNAVAILABLE,
+                    f"chain {c} is unavailable: {status.reason if status else 'unknown'}",
+                    [{"chainId": int(c), "reason": status.reason if status else ""}],
+                    headers={"Retry-After": "2"},
+                )
+        if req.exclude_sources:
+            book = book.without_sources(*self._matching_sources(book, req.exclude_sources))
+
+        route: Route | None
+        if sell.symbol == buy.symbol:  # the same asset across chains: inventory moves 1:1
+            route = None
+            sell_amount, gross_out = self._transfer_amounts(side, amount, sell, buy)
+            impact = 0
+        else:
+            route = self._route(book, side, sell, buy, amount, req.max_sources, now)
+            sell_amount, gross_out, impact = route.amount_in, route.net_out, route.price_impact_bps
+        fee = gross_out * self.fee_bps // BPS
+        buy_amount = gross_out - fee
+        if side is Side.EXACT_OUT and buy_amount < amount:
+            buy_amount = amount  # exact-out routes deliver at least what was asked
+        if buy_amount <= 0 or sell_amount <= 0:
+            raise ApiError(ErrorCode.AMOUNT_TOO_SMALL, "the amount is too small to trade after fees and gas")
+        free = book.available_inventory(buy.chain, buy.symbol)
+        if buy_amount > free:
+            raise ApiError(
+                ErrorCode.INSUFFICIENT_LIQUIDITY,
+                f"payout exceeds the operator's free {buy.symbol} inventory on chain {buy.chain}",
+                [{"chainId": int(buy.chain), "asset": buy.symbol, "free": str(free)}],
+            )
+        terms = QuoteTerms(
+            quote_id="0x" + secrets.token_bytes(32).hex(),
+            taker=req.taker,
+            recipient=req.recipient or req.taker,
+            sell_chain_id=int(sell.chain),
+            sell_token=sell.address,
+            sell_amount=sell_amount,
+            buy_chain_id=int(buy.chain),
+            buy_token=buy.address,
+            buy_amount=buy_amount,
+            min_buy_amount=apply_bps_floor(buy_amount, req.slippage_bps),
+            expires_at=int(now) + self.ttl,
+            book_version=book.version,
+        )
+        domain = self.domain(terms.sell_chain_id)
+        return IssuedQuote(
+            terms=terms,
+            side=side,
+            route=route,
+            sell=sell,
+            buy=buy,
+            price=format_price(buy_amount, buy.decimals, sell_amount, sell.decimals),
+            price_impact_bps=impact,
+            protocol_fee=fee,
+            signature=sign_digest(self.operator_key, terms.digest(domain)),
+            signer=self.operator,
+            domain=domain,
+            blocks={cid: h.block_number for cid, h in self.books.heads.items()},
+            eta=self.policies,
+        )
+
+    async def quote(self, req: QuoteRequest) -> dict[str, Any]:
+        issued = self.price(req)
+        doc = issued.to_json()
+        await self.store.put(issued.terms.quote_id, doc, self.ttl)
+        return doc
+
+    @staticmethod
+    def _matching_sources(book: VirtualBook, patterns: Sequence[str]) -> list[str]:
+        """Source ids named as `chainId:address`, or by pool address on any chain."""
+        wanted = {p.lower() for p in patterns}
+        return [sid for sid in book.sources if sid in wanted or sid.split(":", 1)[-1] in wanted]
+
+    def _transfer_amounts(self, side: Side, amount: int, sell: Asset, buy: Asset) -> tuple[int, int]:
+        if side is Side.EXACT_IN:
+            return amount, buy.from_canonical(sell.to_canonical(amount))
+        # Exact out: the least input that converts to at least `amount`.
+        need = sell.from_canonical(buy.to_canonical(amount))
+        while buy.from_canonical(sell.to_canonical(need)) < amount:
+            need += 1
+        return need, amount
+
+    def _route(
+        self, book: VirtualBook, side: Side, sell: Asset, buy: Asset, amount: int, max_sources: int | None, now: float
+    ) -> Route:
+        try:
+            route = self._solve(book, side, sell, buy, amount, now)
+            if max_sources is not None:
+                if max_sources < 1:
+                    raise ApiError(ErrorCode.INVALID_REQUEST, "maxSources must be ≥ 1", [{"field": "maxSources"}])
+                while len({leg.source_id for leg in route.legs}) > max_sources:
+                    # Drop the source carrying the least of the order and re-solve.
+                    used: dict[str, int] = {}
+                    for s in route.splits:
+                        for leg in s.legs:
+                            used[leg.source_id] = used.get(leg.source_id, 0) + s.amount_in
+                    smallest = min(sorted(used), key=lambda k: used[k])
+                    book = book.without_sources(smallest)
+                    route = self._solve(book, side, sell, buy, amount, now)
+            return route
+        except ChainUnavailable as e:
+            raise ApiError(ErrorCode.CHAIN_UNAVAILABLE, str(e), headers={"Retry-After": "2"}) from None
+        except InventoryExceeded as e:
+            raise ApiError(ErrorCode.INSUFFICIENT_LIQUIDITY, str(e)) from None
+        except NoRoute as e:
+            code = ErrorCode.INSUFFICIENT_LIQUIDITY if "cannot" in str(e) else ErrorCode.NO_ROUTE
+            raise ApiError(code, str(e)) from None
+        except RoutingError as e:
+            raise ApiError(ErrorCode.NO_ROUTE, str(e)) from None
+
+    def _solve(self, book: VirtualBook, side: Side, sell: Asset, buy: Asset, amount: int, now: float) -> Route:
+        if side is Side.EXACT_IN:
+            return self.router.route_exact_in(book, sell, buy, amount, now=int(now))
+        return self.router.route_exact_out(book, sell, buy, amount, now=int(now))
+
