@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from fractions import Fraction
-from functools import lru_cache
 
 from app.domain.book import VirtualBook
 from app.domain.routing.aggregate import CapacityExceeded
@@ -111,21 +110,37 @@ class Router:
     # -- public entry points -------------------------------------------------------------
 
     def route_exact_in(
-        self, book: VirtualBook, sell: Asset, buy: Asset, amount_in: int, *, now: int | None = None
+        self,
+        book: VirtualBook,
+        sell: Asset,
+        buy: Asset,
+        amount_in: int,
+        *,
+        now: int | None = None,
+        exclude_sources: Collection[str] = (),
+        max_sources: int | None = None,
     ) -> Route:
-        """Sell exactly `amount_in` of `sell` (base units on its chain) for the most `buy`."""
+        """Sell exactly `amount_in` of `sell` (base units on its chain) for the most `buy`.
+
+        `now` (unix seconds) drops expired maker levels; `exclude_sources` (source ids)
+        are not used — a connector path through one of them is dropped whole;
+        `max_sources` caps the number of sources the route trades on.  Both reuse the
+        cached plan (no rebuild).
+        """
         book, plan = self._setup(book, sell, buy, amount_in, now)
         d_a, d_b = sell.decimals, buy.decimals
         amount_c = amount_in * float(10 ** (CANONICAL_DECIMALS - d_a))
         try:
-            excluded = self._solve(plan, amount_c, Side.EXACT_IN)
+            excluded = self._solve(
+                plan, amount_c, Side.EXACT_IN, _excluded(plan, exclude_sources), max_sources
+            )
             u = plan.agg.solve_in(amount_c, excluded)
             shares = _or_best([x for x, _ in plan.agg.allocation(u, excluded)], plan, excluded)
             ints = integer_split(amount_in, shares, _caps(plan, "in", d_a))
             splits = [
                 self._split_in(m, q, d_a, d_b) for m, q in zip(plan.members, ints, strict=True) if q
             ]
-            best = self._best_single_in(plan, amount_in, amount_c, d_a, d_b)
+            best = self._best_single_in(plan, amount_in, amount_c, d_a, d_b, excluded)
         except (CapacityExceeded, InsufficientLiquidity, ValueError) as exc:
             raise NoRoute(f"cannot route {amount_in} {sell.symbol}: {exc}") from exc
         route = self._route(Side.EXACT_IN, book, plan, sell, buy, amount_in, splits)
@@ -141,9 +156,17 @@ class Router:
         return route
 
     def route_exact_out(
-        self, book: VirtualBook, sell: Asset, buy: Asset, amount_out: int, *, now: int | None = None
+        self,
+        book: VirtualBook,
+        sell: Asset,
+        buy: Asset,
+        amount_out: int,
+        *,
+        now: int | None = None,
+        exclude_sources: Collection[str] = (),
+        max_sources: int | None = None,
     ) -> Route:
-        """Receive at least `amount_out` of `buy` for the least `sell`."""
+        """Receive at least `amount_out` of `buy` for the least `sell` (options as exact-in)."""
         book, plan = self._setup(book, sell, buy, amount_out, now)
         free = book.available_inventory(buy.chain, buy.symbol)
         if amount_out > free:
@@ -151,7 +174,9 @@ class Router:
         d_a, d_b = sell.decimals, buy.decimals
         want_c = amount_out * float(10 ** (CANONICAL_DECIMALS - d_b))
         try:
-            excluded = self._solve(plan, want_c, Side.EXACT_OUT)
+            excluded = self._solve(
+                plan, want_c, Side.EXACT_OUT, _excluded(plan, exclude_sources), max_sources
+            )
             u = plan.agg.solve_out(want_c, excluded)
             shares = _or_best([y for _, y in plan.agg.allocation(u, excluded)], plan, excluded)
             ints = integer_split(amount_out, shares, _caps(plan, "out", d_b))
@@ -160,7 +185,7 @@ class Router:
                 for m, q in zip(plan.members, ints, strict=True)
                 if q
             ]
-            best = self._best_single_out(plan, amount_out, want_c, d_a, d_b)
+            best = self._best_single_out(plan, amount_out, want_c, d_a, d_b, excluded)
         except (CapacityExceeded, InsufficientLiquidity, ValueError) as exc:
             raise NoRoute(f"cannot deliver {amount_out} {buy.symbol}: {exc}") from exc
         route = self._route(
@@ -221,53 +246,66 @@ class Router:
         self._expired[key] = (book, live)
         return live
 
-    def _member_gas(self, plan: Plan, m: _Member, x: float) -> float:
+    @staticmethod
+    def _active_sources(m: _Member, x: float) -> list[Direct]:
+        """The sources a member trades on when given input x (canonical)."""
         if isinstance(m, Direct):
-            return plan.gas_out.get(m.source.id, 0.0)
-        u1 = m.first.agg.solve_in(x)
-        alloc1 = m.first.agg.allocation(u1)
-        g = sum(
-            plan.gas_out.get(d.source.id, 0.0)
-            for d, (xi, _) in zip(m.first.members, alloc1, strict=True)
-            if xi > 0
-        )
-        u2 = m.second.agg.solve_in(sum(y for _, y in alloc1))
-        alloc2 = m.second.agg.allocation(u2)
-        return g + sum(
-            plan.gas_out.get(d.source.id, 0.0)
-            for d, (xi, _) in zip(m.second.members, alloc2, strict=True)
-            if xi > 0
-        )
+            return [m]
+        alloc1 = m.first.agg.allocation(m.first.agg.solve_in(x))
+        mid = sum(y for _, y in alloc1)
+        alloc2 = m.second.agg.allocation(m.second.agg.solve_in(mid))
+        return [d for d, (xi, _) in zip(m.first.members, alloc1, strict=True) if xi > 0] + [
+            d for d, (xi, _) in zip(m.second.members, alloc2, strict=True) if xi > 0
+        ]
 
-    def _solve(self, plan: Plan, amount_c: float, side: Side) -> list[int]:
-        """Members to exclude so that every used one pays for its gas (may be empty)."""
-        excluded: list[int] = []
-        if not plan.gas_out or not any(plan.gas_out.values()):
-            return excluded
+    def _solve(
+        self,
+        plan: Plan,
+        amount_c: float,
+        side: Side,
+        excluded: list[int],
+        max_sources: int | None,
+    ) -> list[int]:
+        """Members to leave out: the caller's, then those that do not pay for their gas
+        (worst first, re-solving after each), then the smallest beyond `max_sources`."""
+        if len(excluded) >= len(plan.members):
+            raise NoRoute("every source for the pair is excluded")
         agg = plan.agg
+        priced = bool(plan.gas_out) and any(plan.gas_out.values())
+        if not priced and max_sources is None:
+            return excluded
+
+        def solve(ex: list[int]) -> float:
+            if side is Side.EXACT_IN:
+                return agg.solve_in(amount_c, ex)
+            return agg.solve_out(amount_c, ex)
+
         while True:
-            u = (
-                agg.solve_in(amount_c, excluded)
-                if side is Side.EXACT_IN
-                else agg.solve_out(amount_c, excluded)
-            )
+            u = solve(excluded)
             lam = 1.0 / (u * u)
-            worst, worst_i, active = 0.0, -1, 0
-            for i, (x, y) in enumerate(agg.allocation(u, excluded)):
-                if x <= 0.0:
-                    continue
-                active += 1
-                score = y - lam * x - self._member_gas(plan, plan.members[i], x)
-                if score < worst:
-                    worst, worst_i = score, i
-            if worst_i < 0 or active <= 1:
+            alloc = agg.allocation(u, excluded)
+            active = [i for i, (x, _) in enumerate(alloc) if x > 0.0]
+            drop = -1
+            if priced and len(active) > 1:
+                worst = 0.0
+                for i in active:
+                    x, y = alloc[i]
+                    gas = sum(
+                        plan.gas_out.get(d.source.id, 0.0)
+                        for d in self._active_sources(plan.members[i], x)
+                    )
+                    score = y - lam * x - gas
+                    if score < worst:
+                        worst, drop = score, i
+            if drop < 0 and max_sources is not None and len(active) > 1:
+                used = sum(len(self._active_sources(plan.members[i], alloc[i][0])) for i in active)
+                if used > max_sources:
+                    drop = min(active, key=lambda i: (alloc[i][1], -i))
+            if drop < 0:
                 return excluded
-            trial = [*excluded, worst_i]
+            trial = [*excluded, drop]
             try:
-                if side is Side.EXACT_IN:
-                    agg.solve_in(amount_c, trial)
-                else:
-                    agg.solve_out(amount_c, trial)
+                solve(trial)
             except CapacityExceeded:
                 return excluded
             excluded = trial
@@ -287,10 +325,12 @@ class Router:
         return Split(m.via, i, o, tuple(legs))
 
     def _best_single_in(
-        self, plan: Plan, amount: int, amount_c: float, d_a: int, d_b: int
+        self, plan: Plan, amount: int, amount_c: float, d_a: int, d_b: int, excluded: list[int]
     ) -> Split | None:
         best_i, best_y = -1, -1.0
         for i in plan.by_spot:
+            if i in excluded:
+                continue
             cv = plan.members[i].curve
             if cv.spot * amount_c <= best_y:
                 break  # no later member can beat it: y ≤ spot·x for concave curves
@@ -302,12 +342,14 @@ class Router:
         return None if best_i < 0 else self._split_in(plan.members[best_i], amount, d_a, d_b)
 
     def _best_single_out(
-        self, plan: Plan, want: int, want_c: float, d_a: int, d_b: int
+        self, plan: Plan, want: int, want_c: float, d_a: int, d_b: int, excluded: list[int]
     ) -> Split | None:
         best_i, best_x = -1, math.inf
         caps = _caps(plan, "out", d_b)
         for i, m in enumerate(plan.members):
             cap = caps[i]
+            if i in excluded:
+                continue
             if cap is not None and want > cap:
                 continue
             u = m.curve.u_for_y(want_c)
@@ -364,6 +406,18 @@ class Router:
         return tuple(lines)
 
 
+def _excluded(plan: Plan, ids: Collection[str]) -> list[int]:
+    if not ids:
+        return []
+    wanted = set(ids)
+    out = []
+    for i, m in enumerate(plan.members):
+        srcs = (m,) if isinstance(m, Direct) else (*m.first.members, *m.second.members)
+        if any(d.source.id in wanted for d in srcs):
+            out.append(i)
+    return out
+
+
 def _or_best(shares: list[float], plan: Plan, excluded: Sequence[int]) -> list[float]:
     """Orders far below float resolution of the pools' sizes go to the best price."""
     if sum(shares) > 0.0:
@@ -398,10 +452,12 @@ def _spot_canonical(m: _Member) -> Fraction:
     return _spot_canonical(best1) * _spot_canonical(best2)
 
 
-@lru_cache(maxsize=1024)
 def _best_spot(plan: Plan, d_a: int, d_b: int) -> tuple[int, int]:
-    p = _spot_canonical(plan.best) * Fraction(10) ** (d_b - d_a)
-    return p.numerator, p.denominator
+    hit = plan.spots.get((d_a, d_b))
+    if hit is None:
+        p = _spot_canonical(plan.best) * Fraction(10) ** (d_b - d_a)
+        hit = plan.spots[(d_a, d_b)] = (p.numerator, p.denominator)
+    return hit
 
 
 def _impact_bps(plan: Plan, sell: Asset, buy: Asset, amount_in: int, amount_out: int) -> int:

@@ -244,7 +244,7 @@ def curve_for(src: Source, token_in: Asset, token_out: Asset) -> Curve:
     raise TypeError(f"unknown source kind {kind}")
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)
 def cached_curve(src: Source, token_in: Asset, token_out: Asset) -> Curve:
     """`curve_for`, memoised on the (immutable) source state.
 

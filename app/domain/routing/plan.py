@@ -75,6 +75,7 @@ class Plan:
     by_spot: tuple[int, ...]  # member indices, best first-unit price first
     # Per-decimals caches filled lazily by the router (members' caps in order units).
     caps: dict[tuple[str, int], list[int | None]]
+    spots: dict[tuple[int, int], tuple[int, int]]  # exact best price per (d_in, d_out)
 
 
 def build_stage(book: VirtualBook, a: str, b: str) -> Stage | None:
@@ -186,5 +187,6 @@ def build_plan(
         units,
         min(members, key=lambda m: m.curve.u[0]),
         tuple(sorted(range(len(members)), key=lambda i: (members[i].curve.u[0], i))),
+        {},
         {},
     )

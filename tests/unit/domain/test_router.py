@@ -334,3 +334,43 @@ def test_bad_requests() -> None:
         Router().route_exact_in(only_mm, u, d, 10**6 + 1)
     with pytest.raises(NoRoute):
         Router().route_exact_out(only_mm, u, d, E18 + 1)
+
+
+def test_price_comes_from_every_chain_and_payout_from_the_buy_chain() -> None:
+    a, b, c = CHAINS
+    pool = ConstantProductPool(
+        "far", c, Asset(USDC, c, 6), Asset(DAI, c, 18), 10**6 * 10**6, 10**6 * E18, 5
+    )
+    book = (
+        VirtualBook()
+        .with_assets(Asset(USDC, a, 18), Asset(DAI, b, 18))
+        .with_sources(pool)
+        .with_inventory(b, DAI, 10**30)
+    )
+    sell, buy = book.asset(USDC, a), book.asset(DAI, b)
+    route = Router().route_exact_in(book, sell, buy, 1_000 * E18)
+    (leg,) = route.legs
+    assert leg.chain == c and leg.amount_in == 1_000 * 10**6
+    assert route.amount_out == pool.amount_out(USDC, 1_000 * 10**6)
+    with pytest.raises(InventoryExceeded):  # the payout chain's inventory binds
+        Router().route_exact_in(book.with_inventory(b, DAI, 10), sell, buy, 1_000 * E18)
+
+
+@SETTINGS
+@given(orders, st.integers(1, 3))
+def test_exclusions_and_max_sources(order: tuple, cap: int) -> None:
+    book, sell, buy, amount = setup(order)
+    router = Router(connectors=())
+    full = router.route_exact_in(book, sell, buy, amount)
+    used = sorted({leg.source_id for leg in full.legs})
+    limited = router.route_exact_in(book, sell, buy, amount, max_sources=cap)
+    assert len({leg.source_id for leg in limited.legs}) <= cap
+    assert limited.amount_out <= full.amount_out
+    legs_are_exact(book, limited)
+    if len(book.sources) > 1:
+        try:
+            without = router.route_exact_in(book, sell, buy, amount, exclude_sources=used[:1])
+        except NoRoute:
+            return
+        assert used[0] not in {leg.source_id for leg in without.legs}
+        assert without.amount_out <= full.amount_out
