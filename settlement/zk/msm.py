@@ -31,6 +31,7 @@ import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -95,19 +96,34 @@ G2: Group[G2Point] = Group("G2", 4, (2, 3), g2_add_pairs, g2_add, g2_double, 2.7
 class PointArrays:
     """A list of non-infinity points as coordinate columns, plus where they came from."""
 
-    coords: tuple[np.ndarray, ...]  # object arrays of mpz, one per coordinate
-    neg_coords: tuple[np.ndarray, ...]  # the negated y coordinates (same order as y_coords)
+    coords: tuple[list[mpz], ...]  # one list per coordinate
+    signed_y: tuple[list[mpz], ...]  # per y coordinate: [y_0..y_n-1, -y_0..-y_n-1]
     index: np.ndarray  # position of each point in the original sequence
 
     @staticmethod
     def build(group: Group[Any], points: Sequence[Any]) -> PointArrays:
         keep = [i for i, pt in enumerate(points) if pt is not None]
-        coords = tuple(_obj([mpz(points[i][j]) for i in keep]) for j in range(group.n_coords))
-        neg = tuple(_obj([(_P - c) % _P for c in coords[j]]) for j in group.y_coords)
-        return PointArrays(coords, neg, np.asarray(keep, dtype=np.int64))
+        coords = tuple([mpz(points[i][j]) for i in keep] for j in range(group.n_coords))
+        signed = tuple(coords[j] + [(_P - c) % _P for c in coords[j]] for j in group.y_coords)
+        return PointArrays(coords, signed, np.asarray(keep, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def split(self, k: int) -> tuple[PointArrays, PointArrays]:
+        """The first k points and the rest (to share one MSM between two processes)."""
+        n = len(self.index)
+        head = PointArrays(
+            tuple(c[:k] for c in self.coords),
+            tuple(s[:k] + s[n : n + k] for s in self.signed_y),
+            self.index[:k],
+        )
+        tail = PointArrays(
+            tuple(c[k:] for c in self.coords),
+            tuple(s[k:n] + s[n + k :] for s in self.signed_y),
+            self.index[k:],
+        )
+        return head, tail
 
 
 # ---------------------------------------------------------------- scalar decomposition
@@ -145,13 +161,28 @@ def signed_digits(scalars: Sequence[int], c: int, n_windows: int) -> np.ndarray:
 # ---------------------------------------------------------------- the batch-affine engine
 
 
+def _take(values: Sequence[Any], idx: np.ndarray) -> list[Any]:
+    """values[idx] for a list and an index array (itemgetter: a C loop, no numpy objects)."""
+    n = len(idx)
+    if n == 0:
+        return []
+    if n == 1:
+        return [values[int(idx[0])]]
+    return list(itemgetter(*idx.tolist())(values))
+
+
 def _reduce(
-    group: Group[Any], keys: np.ndarray, coords: list[np.ndarray]
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Sum the points of each key. `keys` must be sorted; returns unique keys (sorted) and
-    their sums; keys whose sum is the point at infinity are dropped."""
+    group: Group[Any], keys: np.ndarray, coords: list[list[Any]]
+) -> tuple[np.ndarray, list[list[Any]]]:
+    """Sum the points of each key. `keys` must be sorted (equal keys adjacent); returns the
+    keys (sorted) with their sums; keys whose sum is the point at infinity are dropped.
+
+    Each round adds disjoint pairs of same-key entries with one batched inversion, so a
+    key with m entries is done after ceil(log2 m) rounds; finished keys leave the set.
+    """
+    nc = group.n_coords
     done_keys: list[np.ndarray] = []
-    done_coords: list[list[np.ndarray]] = [[] for _ in range(group.n_coords)]
+    done_coords: list[list[Any]] = [[] for _ in range(nc)]
     while len(keys):
         n = len(keys)
         start = np.empty(n, dtype=bool)
@@ -163,45 +194,46 @@ def _reduce(
         pos = np.arange(n) - run_starts[run_id]
         single = run_len == 1
         if single.any():
-            done_keys.append(keys[single])
-            for j in range(group.n_coords):
-                done_coords[j].append(coords[j][single])
+            idx = np.flatnonzero(single)
+            done_keys.append(keys[idx])
+            for j in range(nc):
+                done_coords[j] += _take(coords[j], idx)
         even = (pos & 1) == 0
         first = np.flatnonzero(even & (pos + 1 < run_len))
         if not len(first):
             break
         leftover = np.flatnonzero(even & ~single & (pos + 1 == run_len))
         second = first + 1
-        args = [coords[j][first].tolist() for j in range(group.n_coords)]
-        args += [coords[j][second].tolist() for j in range(group.n_coords)]
+        args = [_take(coords[j], first) for j in range(nc)]
+        args += [_take(coords[j], second) for j in range(nc)]
         *sums, infinite = group.add_pairs(*args)
-        new_pos = np.concatenate([first, leftover])
-        order = np.argsort(new_pos, kind="stable")
-        keep = np.ones(len(new_pos), dtype=bool)
+        new_keys = np.concatenate([keys[first], keys[leftover]])
+        new_coords = [sums[j] + _take(coords[j], leftover) for j in range(nc)]
         if infinite:
+            keep = np.ones(len(new_keys), dtype=bool)
             keep[np.asarray(infinite, dtype=np.int64)] = False
-        sel = order[keep[order]]
-        keys = keys[new_pos][sel]
-        coords = [
-            np.concatenate([_obj(sums[j]), coords[j][leftover]])[sel] for j in range(group.n_coords)
-        ]
+            order = np.flatnonzero(keep)
+            order = order[np.argsort(new_keys[order], kind="stable")]
+        else:
+            order = np.argsort(new_keys, kind="stable")
+        keys = new_keys[order]
+        coords = [_take(c, order) for c in new_coords]
     if not done_keys:
-        return np.zeros(0, dtype=np.int64), [np.zeros(0, dtype=object)] * group.n_coords
+        return np.zeros(0, dtype=np.int64), [[] for _ in range(nc)]
     all_keys = np.concatenate(done_keys)
     order = np.argsort(all_keys, kind="stable")
-    return all_keys[order], [np.concatenate(cs)[order] for cs in done_coords]
+    return all_keys[order], [_take(c, order) for c in done_coords]
 
 
-def _gather(
-    group: Group[Any], pts: PointArrays, idx: np.ndarray, negative: np.ndarray
-) -> list[np.ndarray]:
+def _gather(group: Group[Any], pts: PointArrays, idx: np.ndarray, negative: np.ndarray) -> list[list[Any]]:
+    """Coordinates of +-points[idx]; y columns come from [y..., -y...] lists."""
     out = []
+    neg_idx = idx + negative.astype(np.int64) * len(pts.coords[0])
     for j in range(group.n_coords):
-        col = pts.coords[j][idx]
         if j in group.y_coords:
-            neg = pts.neg_coords[group.y_coords.index(j)][idx]
-            col = np.where(negative, neg, col)
-        out.append(col)
+            out.append(_take(pts.signed_y[group.y_coords.index(j)], neg_idx))
+        else:
+            out.append(_take(pts.coords[j], idx))
     return out
 
 
@@ -268,7 +300,7 @@ def _combine_buckets(group: Group[P], bkeys: np.ndarray, bcoords: list[np.ndarra
     keys = np.concatenate(key_parts)
     idx = np.concatenate(idx_parts)
     order = np.argsort(keys, kind="stable")
-    ukeys, ucoords = _reduce(group, keys[order], [col[idx[order]] for col in bcoords])
+    ukeys, ucoords = _reduce(group, keys[order], [_take(col, idx[order]) for col in bcoords])
     sums = {int(u): group.to_point([col[i] for col in ucoords]) for i, u in enumerate(ukeys)}
     acc: Any = None
     for u in range(max(sums, default=-1), -1, -1):
@@ -316,10 +348,10 @@ def fixed_base_mul(
             b = group.double(b)
         bases.append(b)
     cols = [[mpz(c) for c in b] for b in bases]  # current multiple per window
-    table: list[list[np.ndarray]] = [[] for _ in range(group.n_coords)]  # per coord: k-major
+    table: list[list[mpz]] = [[] for _ in range(group.n_coords)]  # per coord: k-major
     for _k in range(half):
         for j in range(group.n_coords):
-            table[j].append(_obj([col[j] for col in cols]))
+            table[j] += [col[j] for col in cols]
         if _k + 1 < half:
             *sums, infinite = group.add_pairs(
                 *[[col[j] for col in cols] for j in range(group.n_coords)],
@@ -328,9 +360,9 @@ def fixed_base_mul(
             if infinite:  # k 2^(cw) base = -2^(cw) base is impossible for k < r
                 raise ArithmeticError("fixed-base table hit infinity")
             cols = [[sums[j][w] for j in range(group.n_coords)] for w in range(n_windows)]
-    flat_table = [np.concatenate(t) for t in table]  # entry (k-1) * n_windows + w
-    neg_table = [_obj([(_P - c) % _P for c in flat_table[j]]) for j in group.y_coords]
-    tab = PointArrays(tuple(flat_table), tuple(neg_table), np.arange(len(flat_table[0])))
+    # entry (k-1) * n_windows + w
+    signed = tuple(table[j] + [(_P - c) % _P for c in table[j]] for j in group.y_coords)
+    tab = PointArrays(tuple(table), signed, np.arange(len(table[0])))
 
     out: list[Any] = [None] * len(scalars)
     for lo in range(0, len(scalars), chunk):

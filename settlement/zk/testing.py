@@ -58,14 +58,15 @@ def random_circuit(
             w[out] = bit
             cons.append(Constraint(_lc({out: 1}), _lc({out: 1, 0: -1}), ()))
             continue
-        # (c1 x + c2 y + k) * (z + p) = out, touching a public wire now and then.
+        # (c1 x + c2 y + k) * (z + k1 + p) = out, touching a public wire now and then; k1
+        # keeps a zero z from zeroing the output (the 0/1 share stays near bit_fraction).
         x, y, z = (rng.randrange(existing) for _ in range(3))
         c1, c2, k0 = rng.randrange(1, R), rng.randrange(R), rng.randrange(R)
         p = rng.randrange(1, n_public + 1) if n_public and rng.random() < 0.1 else None
         a_terms: dict[int, int] = {}
         for wire, c in ((x, c1), (y, c2), (0, k0)):
             a_terms[wire] = a_terms.get(wire, 0) + c
-        b_terms: dict[int, int] = {z: 1}
+        b_terms: dict[int, int] = {z: 1, 0: rng.randrange(1, R)} if z else {0: rng.randrange(1, R)}
         if p is not None:
             b_terms[p] = b_terms.get(p, 0) + 1
         a_lc, b_lc = _lc(a_terms), _lc(b_terms)
