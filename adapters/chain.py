@@ -32,7 +32,9 @@ __all__ = ["ChainAdapter", "ChainUpdate"]
 log = logging.getLogger("crossbook.adapters.chain")
 
 TRANSFER_TOPIC = "0x" + event_signature_to_log_topic("Transfer(address,address,uint256)").hex()
+APPROVAL_TOPIC = "0x" + event_signature_to_log_topic("Approval(address,address,uint256)").hex()
 BALANCE_OF = function_signature_to_4byte_selector("balanceOf(address)")
+ALLOWANCE = function_signature_to_4byte_selector("allowance(address,address)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class ChainUpdate:
     timestamp: int
     sources: dict[str, Source] = field(default_factory=dict)  # source id -> new state
     balances: dict[tuple[str, str], int] = field(default_factory=dict)  # (token, account) -> balance
+    allowances: dict[tuple[str, str], int] = field(default_factory=dict)  # (token, owner) -> allowance to the vault
     available: bool = True
     reason: str = ""
     full: bool = False  # True: `sources` holds every pool (after a resync)
@@ -74,6 +77,8 @@ class ChainAdapter:
         # Accounts whose token balances the book needs (the inventory holder; traders
         # are added by the confirmation path). Lower-case addresses.
         self.tracked: set[str] = {chain.inventory.lower()}
+        self.spender = chain.inventory  # allowances are read towards the vault
+        self._http: AsyncWeb3[Any] | None = None
         # A chain is stalled after missing several blocks in a row (never under 2 s,
         # so a busy machine's scheduling jitter does not flap fast chains).
         self.stall_after = stall_after or max(2.0, 4 * chain.block_time)
@@ -141,19 +146,37 @@ class ChainAdapter:
                 batch.add(w3.eth.call({"to": p.address, "data": GET_RESERVES}, number))  # type: ignore[typeddict-item]
             results = await batch.async_execute()
         sources = {p.source_id: p.source(*decode_reserves(bytes(r))) for p, r in zip(pools, results, strict=True)}  # type: ignore[arg-type]
-        balances = await self._read_balances(w3, number, [(t, a) for t in self.tokens for a in self.tracked])
+        balances, allowances = await self._read_balances(w3, number, [(t, a) for t in self.tokens for a in sorted(self.tracked)])
         self._set_head(number, _hex(block["hash"]), int(block["timestamp"]))
-        self._publish(sources, balances, full=True)
+        self._publish(sources, balances, allowances, full=True)
 
-    async def _read_balances(self, w3: AsyncWeb3[Any], block: int, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    async def _read_balances(
+        self, w3: AsyncWeb3[Any], block: int, pairs: list[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Balance and allowance (to the vault) of each (token, account), in one batch."""
         if not pairs:
-            return {}
+            return {}, {}
+        spender = bytes.fromhex(self.spender[2:]).rjust(32, b"\0")
         async with w3.batch_requests() as batch:
             for token, account in pairs:
-                data = BALANCE_OF + bytes.fromhex(account[2:]).rjust(32, b"\0")
-                batch.add(w3.eth.call({"to": self.tokens[token], "data": "0x" + data.hex()}, block))  # type: ignore[typeddict-item]
+                who = bytes.fromhex(account[2:]).rjust(32, b"\0")
+                to = self.tokens[token]
+                batch.add(w3.eth.call({"to": to, "data": "0x" + (BALANCE_OF + who).hex()}, block))  # type: ignore[typeddict-item]
+                batch.add(w3.eth.call({"to": to, "data": "0x" + (ALLOWANCE + who + spender).hex()}, block))  # type: ignore[typeddict-item]
             results = await batch.async_execute()
-        return {pair: int(decode(["uint256"], bytes(r))[0]) for pair, r in zip(pairs, results, strict=True)}  # type: ignore[arg-type]
+        values = [int(decode(["uint256"], bytes(r))[0]) for r in results]  # type: ignore[arg-type]
+        balances = {pair: values[2 * i] for i, pair in enumerate(pairs)}
+        allowances = {pair: values[2 * i + 1] for i, pair in enumerate(pairs)}
+        return balances, allowances
+
+    async def track(self, account: str) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Follow `account`'s balances and allowances from now on; returns them at the head."""
+        account = account.lower()
+        self.tracked.add(account)
+        if self._http is None:  # one pooled HTTP client for cache misses, apart from the head stream
+            self._http = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(self.chain.rpc_url))
+        block = self.block_number if self.block_number >= 0 else "latest"
+        return await self._read_balances(self._http, block, [(t, account) for t in self.tokens])  # type: ignore[arg-type]
 
     async def _on_head(self, w3: AsyncWeb3[Any], head: Any) -> None:
         number = int(head["number"])
@@ -170,7 +193,7 @@ class ChainAdapter:
                 "fromBlock": number,
                 "toBlock": number,
                 "address": [p.address for p in self.pools.values()] + list(self.tokens.values()),  # type: ignore[typeddict-item]
-                "topics": [[SYNC_TOPIC, TRANSFER_TOPIC]],
+                "topics": [[SYNC_TOPIC, TRANSFER_TOPIC, APPROVAL_TOPIC]],
             }
         )
         for entry in logs:  # in log order, so the last Sync per pool wins
@@ -179,16 +202,18 @@ class ChainAdapter:
             if topic0 == SYNC_TOPIC and addr in self.pools:
                 pool = self.pools[addr]
                 sources[pool.source_id] = pool.source(*decode_reserves(bytes(entry["data"])))
-            elif topic0 == TRANSFER_TOPIC and addr in self.tokens and len(entry["topics"]) == 3:
+            elif topic0 in (TRANSFER_TOPIC, APPROVAL_TOPIC) and addr in self.tokens and len(entry["topics"]) == 3:
+                # Transfer(from, to): both sides' balances; Approval(owner, spender): the
+                # owner's allowance. A transferFrom also spends allowance: re-read both.
                 for t in entry["topics"][1:]:
                     account = "0x" + bytes(t)[-20:].hex()
                     if account in self.tracked:
                         touched.add((addr, account))
         # Absolute balances at this block for tracked accounts a transfer touched:
         # exact even if a log was missed, and one batch whatever the number of transfers.
-        balances = await self._read_balances(w3, number, sorted(touched))
+        balances, allowances = await self._read_balances(w3, number, sorted(touched))
         self._set_head(number, _hex(head["hash"]), int(head["timestamp"]))
-        self._publish(sources, balances)
+        self._publish(sources, balances, allowances)
 
     # -- state -----------------------------------------------------------------------
 
@@ -199,7 +224,12 @@ class ChainAdapter:
         self.last_head_at = time.monotonic()
 
     def _publish(
-        self, sources: dict[str, Source], balances: dict[tuple[str, str], int] | None = None, *, full: bool = False
+        self,
+        sources: dict[str, Source],
+        balances: dict[tuple[str, str], int] | None = None,
+        allowances: dict[tuple[str, str], int] | None = None,
+        *,
+        full: bool = False,
     ) -> None:
         self.available = True
         self.reason = ""
@@ -211,6 +241,7 @@ class ChainAdapter:
                 timestamp=self.timestamp,
                 sources=sources,
                 balances=balances or {},
+                allowances=allowances or {},
                 full=full,
             )
         )

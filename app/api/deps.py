@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from app.manifest import Manifest
 from app.services.book_service import BookService
+from app.services.orders import OrderService
 from app.services.quotes import QuoteService
 
 __all__ = ["Services", "ServicesDep"]
@@ -19,6 +20,7 @@ class Services:
     manifest: Manifest
     books: BookService
     quotes: QuoteService
+    orders: OrderService
     redis: Any
 
 

@@ -15,12 +15,14 @@ from fastapi import FastAPI
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.middleware import EdgeMiddleware, TokenBucket
-from app.api.routes import info, quote
+from app.api.routes import info, quote, swap
 from app.domain.router import GasModel, Router
 from app.domain.types import ChainId
 from app.logs import setup_logging
 from app.manifest import Manifest
 from app.services.book_service import BookService
+from app.services.ledger import Ledger
+from app.services.orders import OrderService
 from app.services.quotes import QuoteService, RedisQuoteStore
 from app.settings import Settings, get_settings
 
@@ -50,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ttl_seconds=settings.quote_ttl_seconds,
             protocol_fee_bps=settings.protocol_fee_bps,
         )
-        app.state.services = Services(manifest=manifest, books=books, quotes=quotes, redis=redis)
+        orders = OrderService(
+            manifest, books, quotes, Ledger(redis), operator_key=settings.operator_key or manifest.operator.private_key
+        )
+        app.state.services = Services(manifest=manifest, books=books, quotes=quotes, orders=orders, redis=redis)
         try:
             yield
         finally:
@@ -66,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(quote.router)
+    app.include_router(swap.router)
     app.include_router(info.router)
     app.add_middleware(
         EdgeMiddleware,

@@ -44,7 +44,45 @@ class QuoteBody(BaseModel):
 class QuoteQuery(QuoteBody):
     """The GET form: query parameters arrive as strings, so integers are parsed (laxly)."""
 
-    sellChainId: int = Field(description="chain id the trader sells on")  # type: ignore[assignment]
-    buyChainId: int = Field(description="chain id the trader receives on")  # type: ignore[assignment]
-    slippageBps: int = Field(default=50, ge=0, le=5000)  # type: ignore[assignment]
-    maxSources: int | None = Field(default=None, ge=1, le=1000)  # type: ignore[assignment]
+    sellChainId: int = Field(description="chain id the trader sells on")
+    buyChainId: int = Field(description="chain id the trader receives on")
+    slippageBps: int = Field(default=50, ge=0, le=5000)
+    maxSources: int | None = Field(default=None, ge=1, le=1000)
+
+
+_HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def _bytes32(v: str) -> str:
+    if not _HEX32.match(v):
+        raise ValueError("must be 0x followed by 64 hex digits")
+    return v.lower()
+
+
+Bytes32Str = Annotated[StrictStr, AfterValidator(_bytes32)]
+
+
+class OrderBody(BaseModel):
+    """The signed EIP-712 `Order` (domain: Crossbook / 1 / sellChainId / the sell chain's vault)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trader: AddressStr
+    sellChainId: StrictInt
+    sellToken: AddressStr
+    sellAmount: StrictStr = Field(max_length=80)
+    buyChainId: StrictInt
+    buyToken: AddressStr
+    minBuyAmount: StrictStr = Field(max_length=80)
+    recipient: AddressStr
+    nonce: StrictStr = Field(max_length=80, description="uint256 as a decimal string")
+    deadline: StrictInt = Field(ge=0, lt=2**64, description="unix seconds")
+    quoteId: Bytes32Str
+
+
+class SwapBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quoteId: Bytes32Str
+    order: OrderBody
+    signature: StrictStr = Field(max_length=200, description="65-byte r‖s‖v, 0x-hex")

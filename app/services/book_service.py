@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.chain import ChainAdapter, ChainUpdate
-from app.domain.book import VirtualBook
+from app.domain.book import Hold, VirtualBook
+from app.domain.sources import Source, Trade
 from app.domain.types import Address, Asset, AssetSymbol, ChainId
 from app.manifest import Manifest
 
@@ -57,6 +59,15 @@ class BookService:
             (c.chain_id, t.address.lower()): AssetSymbol(t.symbol) for c in manifest.chains for t in c.tokens.values()
         }
         self._inventory = {c.chain_id: c.inventory.lower() for c in manifest.chains}
+        # Token balances and allowances (to the vault) of every tracked account, as the
+        # adapters last read them: (chain id, token, account), lower-case addresses.
+        self.balances: dict[tuple[int, str, str], int] = {}
+        self.allowances: dict[tuple[int, str, str], int] = {}
+        # Each pool as the chain last showed it, and the trades of confirmed orders not
+        # yet settled on it: the book shows chain state with those trades applied, so a
+        # new block never "un-reserves" liquidity that confirmed orders hold.
+        self.chain_sources: dict[str, Source] = {}
+        self.pending: dict[str, tuple[Trade, ...]] = {}
         self.adapters = {
             c.chain_id: ChainAdapter(c, self.apply, gas_units=gas_units, stall_after=stall_after)
             for c in manifest.chains
@@ -68,11 +79,15 @@ class BookService:
         cid = ChainId(u.chain_id)
         book = self.book
         if u.sources:
-            book = book.with_sources(*u.sources.values())
+            self.chain_sources.update(u.sources)
+            book = book.with_sources(*(self._with_pending(sid) for sid in u.sources))
         inv = self._inventory[u.chain_id]
         for (token, account), balance in u.balances.items():
+            self.balances[(u.chain_id, token, account)] = balance
             if account == inv:
                 book = book.with_inventory(cid, self._symbol_of[(u.chain_id, token)], balance)
+        for (token, account), allowance in u.allowances.items():
+            self.allowances[(u.chain_id, token, account)] = allowance
         if book.is_available(cid) != u.available:
             book = book.with_chain_available(cid, u.available, u.reason)
             log.log(
@@ -82,6 +97,41 @@ class BookService:
             )
         self.book = book
         self.heads[u.chain_id] = ChainHead(u.chain_id, u.block_number, u.block_hash, u.timestamp, u.available, u.reason)
+
+    def _with_pending(self, source_id: str) -> Source:
+        src = self.chain_sources[source_id]
+        for trades in self.pending.values():
+            for t in trades:
+                if t.source_id == source_id:
+                    src = src.apply(t)
+        return src
+
+    def reserve(self, reservation_id: str, trades: Sequence[Trade], holds: Sequence[Hold]) -> None:
+        """Hold pool liquidity and payout inventory for a confirmed order (atomic: the
+        book either takes all of it or raises and stays as it was)."""
+        self.book = self.book.reserve(reservation_id, trades, holds)
+        self.pending[reservation_id] = tuple(trades)
+
+    def release(self, reservation_id: str) -> None:
+        """Drop a reservation (refused, settled or failed order)."""
+        trades = self.pending.pop(reservation_id, ())
+        book = self.book.release(reservation_id)
+        touched = {t.source_id for t in trades if t.source_id in self.chain_sources}
+        if touched:
+            book = book.with_sources(*(self._with_pending(sid) for sid in sorted(touched)))
+        self.book = book
+
+    async def funds(self, chain_id: int, token: str, account: str) -> tuple[int, int]:
+        """(balance, allowance to the vault) of `account` in `token` on `chain_id`, from the
+        adapter's view; on a miss, one RPC batch, after which the adapter follows it."""
+        key = (chain_id, token.lower(), account.lower())
+        if key not in self.balances or key not in self.allowances:
+            balances, allowances = await self.adapters[chain_id].track(account)
+            for (tok, acc), v in balances.items():
+                self.balances.setdefault((chain_id, tok, acc), v)
+            for (tok, acc), v in allowances.items():
+                self.allowances.setdefault((chain_id, tok, acc), v)
+        return self.balances[key], self.allowances[key]
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         self._tasks = [asyncio.create_task(a.run(), name=f"adapter-{cid}") for cid, a in self.adapters.items()]

@@ -1,0 +1,261 @@
+"""Swap confirmation and order status.
+
+`confirm()` runs the checks in the order the API documents (signature, deadline, quote,
+match, chains, funds), re-prices the order on the current book, reserves the route in the
+in-memory book, then makes the one atomic, durable step in Redis (`Ledger.confirm`) and
+answers with a receipt signed by the operator. Nothing here waits for a chain: balances
+and allowances come from the adapters' view (one RPC only on a cache miss).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from app.api.errors import ApiError, ErrorCode
+from app.domain.book import Hold, InsufficientInventory
+from app.domain.eip712 import SignatureError, recover, sign_digest
+from app.domain.order import Order, OrderMismatch, OrderState, check_against_quote, pull_leg
+from app.domain.receipt import Receipt
+from app.domain.sources import Trade
+from app.domain.types import AssetSymbol, ChainId
+from app.manifest import Manifest
+from app.services.book_service import BookService
+from app.services.ledger import Ledger
+from app.services.quotes import QuoteRequest, QuoteService
+from settlement.zk.legs import leaf
+from settlement.zk.poseidon import poseidon
+
+__all__ = ["OrderService"]
+
+_LEDGER_CODES = {
+    "NONCE_REUSED": (ErrorCode.NONCE_REUSED, "nonce already used by another order of this trader"),
+    "DUPLICATE": (ErrorCode.NONCE_REUSED, "this order was already confirmed"),
+    "INSUFFICIENT_BALANCE": (ErrorCode.INSUFFICIENT_BALANCE, "balance does not cover this order and the trader's open orders"),
+    "INSUFFICIENT_ALLOWANCE": (ErrorCode.INSUFFICIENT_ALLOWANCE, "allowance to the vault does not cover this order and the trader's open orders"),
+    "INSUFFICIENT_LIQUIDITY": (ErrorCode.INSUFFICIENT_LIQUIDITY, "the operator's inventory on the buy chain is fully reserved"),
+}
+
+
+class OrderService:
+    def __init__(self, manifest: Manifest, books: BookService, quotes: QuoteService, ledger: Ledger, *, operator_key: str) -> None:
+        self.manifest = manifest
+        self.books = books
+        self.quotes = quotes
+        self.ledger = ledger
+        self.operator_key = operator_key
+        # Token index in the settlement contract's registry: the manifest's asset order.
+        self.asset_index = {sym: i for i, sym in enumerate(manifest.assets)}
+
+    # -- confirmation --------------------------------------------------------------------
+
+    async def confirm(self, quote_id: str, order: Order, signature: str) -> dict[str, Any]:
+        now = time.time()
+        sell_chain = self.quotes.chain(order.sell_chain_id)
+        self.quotes.chain(order.buy_chain_id)
+        domain = self.quotes.domain(order.sell_chain_id)
+        digest = order.digest(domain)
+        try:
+            signer = recover(digest, signature)
+        except SignatureError as e:
+            raise ApiError(ErrorCode.INVALID_SIGNATURE, f"bad signature: {e}") from None
+        if signer.lower() != order.trader.lower():
+            raise ApiError(
+                ErrorCode.INVALID_SIGNATURE,
+                "the signature is not the trader's over this order and domain",
+                [{"recovered": signer, "domain": domain.to_json()}],
+            )
+        if order.deadline <= now:
+            raise ApiError(ErrorCode.ORDER_EXPIRED, "the order's deadline has passed", [{"deadline": order.deadline}])
+        if order.quote_id.lower() != quote_id.lower():
+            raise ApiError(ErrorCode.ORDER_MISMATCH, "order.quoteId differs from quoteId", [{"field": "quoteId"}])
+        quote = await self.quotes.store.get(quote_id.lower())
+        if quote is None:
+            raise ApiError(ErrorCode.QUOTE_NOT_FOUND, "no such quote (unknown, or expired long ago)")
+        if quote["expiresAt"] <= now:
+            raise ApiError(ErrorCode.QUOTE_EXPIRED, "the quote has expired", [{"expiresAt": quote["expiresAt"]}])
+        try:
+            check_against_quote(order, quote)
+        except OrderMismatch as e:
+            raise ApiError(ErrorCode.ORDER_MISMATCH, str(e), [{"field": e.field}]) from None
+
+        # Re-price on the current book: the book may have moved since the quote.
+        fresh = self.quotes.price(
+            QuoteRequest(
+                sell_chain_id=order.sell_chain_id,
+                sell_token=order.sell_token,
+                buy_chain_id=order.buy_chain_id,
+                buy_token=order.buy_token,
+                sell_amount=str(order.sell_amount),
+                buy_amount=None,
+                taker=order.trader,
+                recipient=order.recipient,
+                slippage_bps=0,
+            ),
+            now=now,
+        )
+        buy_amount = min(int(quote["buyAmount"]), fresh.terms.buy_amount)
+        if buy_amount < order.min_buy_amount:
+            doc = fresh.to_json()
+            await self.quotes.store.put(fresh.terms.quote_id, doc, self.quotes.ttl)
+            raise ApiError(
+                ErrorCode.QUOTE_STALE,
+                "the book moved: the route no longer pays the order's minBuyAmount",
+                [{"freshQuote": doc}],
+            )
+
+        balance, allowance = await self.books.funds(order.sell_chain_id, order.sell_token, order.trader)
+        order_hash = "0x" + digest.hex()
+        sell_sym = fresh.sell.symbol
+        buy_sym = fresh.buy.symbol
+        pull = pull_leg(order, self.asset_index[sell_sym], digest)
+        words = leaf(pull)
+        leaf_hash = poseidon(list(words))
+        confirmed_ms = int(now * 1000)
+
+        # Reserve in the in-memory book first (synchronously: no other coroutine runs in
+        # between), then make it durable; undo the in-memory part if Redis refuses.
+        trades = []
+        if fresh.route is not None:
+            trades = [Trade(leg.source_id, leg.token_in.symbol, leg.amount_in, leg.amount_out) for leg in fresh.route.legs]
+        holds = [Hold(ChainId(order.buy_chain_id), AssetSymbol(buy_sym), buy_amount)]
+        try:
+            self.books.reserve(order_hash, trades, holds)
+        except InsufficientInventory as e:
+            raise ApiError(ErrorCode.INSUFFICIENT_LIQUIDITY, str(e)) from None
+
+        inventory = self.books.book.inventory.get((ChainId(order.buy_chain_id), AssetSymbol(buy_sym)), 0)
+        leg_doc = {
+            "index": "__INDEX__",
+            "kind": "pull",
+            "orderId": order_hash,
+            "account": order.trader,
+            "token": pull.token,
+            "amount": str(pull.amount),
+            "minAmount": "0",
+            "orderRef": str(pull.order_ref),
+            "leafHash": str(leaf_hash),
+        }
+        order_doc = {
+            "id": order_hash,
+            "orderHash": order_hash,
+            "state": OrderState.CONFIRMED.value,
+            "reason": "",
+            "order": order.to_json(),
+            "signature": signature,
+            "quoteId": quote_id.lower(),
+            "sellSymbol": sell_sym,
+            "buySymbol": buy_sym,
+            "buyAmount": str(buy_amount),
+            "confirmedAt": confirmed_ms,
+            "route": [
+                {"sourceId": t.source_id, "tokenIn": t.token_in, "amountIn": str(t.amount_in), "amountOut": str(t.amount_out)}
+                for t in trades
+            ],
+            "legs": [
+                {"kind": "pull", "chainId": order.sell_chain_id, "logIndex": "__INDEX__", "leafHash": str(leaf_hash), "state": "pending"},
+                {"kind": "payout", "chainId": order.buy_chain_id, "logIndex": None, "amount": str(buy_amount), "state": "waiting_for_pull"},
+            ],
+            "history": [{"state": OrderState.CONFIRMED.value, "at": confirmed_ms}],
+        }
+        try:
+            outcome = await self.ledger.confirm(
+                order_id=order_hash,
+                trader=order.trader,
+                nonce=order.nonce,
+                sell_chain=order.sell_chain_id,
+                sell_token=order.sell_token,
+                sell_amount=order.sell_amount,
+                balance=balance,
+                allowance=allowance,
+                buy_chain=order.buy_chain_id,
+                buy_token=order.buy_token,
+                payout=buy_amount,
+                inventory=inventory,
+                order_doc=order_doc,
+                leg_doc=leg_doc,
+                score_ms=confirmed_ms,
+            )
+        except BaseException:
+            self.books.release(order_hash)
+            raise
+        if outcome.status != "OK":
+            self.books.release(order_hash)
+            code, message = _LEDGER_CODES.get(outcome.status, (ErrorCode.INTERNAL, outcome.status))
+            raise ApiError(code, message, [{"alreadyHeld": outcome.value}] if outcome.value else [])
+        index = int(outcome.value)
+        await self._publish(order.trader, order_hash, OrderState.CONFIRMED.value)
+        receipt = Receipt(order_hash, buy_amount, order.sell_chain_id, index, leaf_hash, confirmed_ms)
+        return self._receipt_json(receipt, quote_id.lower(), sell_chain.chain_id, words)
+
+    def _receipt_json(self, r: Receipt, quote_id: str, chain_id: int, words: tuple[int, int, int]) -> dict[str, Any]:
+        domain = self.quotes.domain(chain_id)
+        return {
+            "orderId": r.order_hash,
+            "orderHash": r.order_hash,
+            "quoteId": quote_id,
+            "state": OrderState.CONFIRMED.value,
+            "buyAmount": str(r.buy_amount),
+            "log": {"chainId": r.log_chain_id, "index": r.log_index},
+            "leaf": {"packed": str(words[0]), "amountWord": str(words[1]), "orderRef": str(words[2]), "hash": str(r.leaf_hash)},
+            "confirmedAt": r.confirmed_at,
+            "signature": sign_digest(self.operator_key, r.digest(domain)),
+            "signer": self.quotes.operator,
+            "eip712": {"domain": domain.to_json(), "primaryType": "Receipt"},
+        }
+
+    async def _publish(self, trader: str, order_id: str, state: str) -> None:
+        await self.ledger.redis.publish(f"orders:{trader.lower()}", json.dumps({"orderId": order_id, "state": state}))
+
+    # -- status --------------------------------------------------------------------------
+
+    async def status(self, order_id: str) -> dict[str, Any]:
+        doc = await self.ledger.order(order_id.lower())
+        if doc is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no order {order_id}")
+        return self.render(doc)
+
+    def render(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Stored order + live chain heads: confirmations and ETA per leg, and the receipt."""
+        legs = []
+        for leg in doc["legs"]:
+            chain = self.manifest.chain(leg["chainId"])
+            head = self.books.heads[chain.chain_id].block_number
+            block = leg.get("block")
+            confs = max(0, head - block + 1) if block is not None else 0
+            policy = self.quotes.policies[chain.chain_id]
+            remaining = max(0, chain.finality_depth - confs) * chain.block_time
+            eta = remaining if block is not None else policy.eta_seconds
+            legs.append(
+                {
+                    **leg,
+                    "batch": leg.get("batch"),
+                    "txHash": leg.get("txHash"),
+                    "block": block,
+                    "confirmations": confs,
+                    "finalityDepth": chain.finality_depth,
+                    "etaSeconds": round(eta, 3),
+                }
+            )
+        pull = doc["legs"][0]
+        receipt = Receipt(doc["orderHash"], int(doc["buyAmount"]), pull["chainId"], int(pull["logIndex"]), int(pull["leafHash"]), doc["confirmedAt"])
+        domain = self.quotes.domain(pull["chainId"])
+        return {
+            "id": doc["id"],
+            "state": doc["state"],
+            "reason": doc.get("reason", ""),
+            "order": doc["order"],
+            "sellSymbol": doc["sellSymbol"],
+            "buySymbol": doc["buySymbol"],
+            "buyAmount": doc["buyAmount"],
+            "legs": legs,
+            "history": doc["history"],
+            "receipt": {**receipt.values(), "signature": sign_digest(self.operator_key, receipt.digest(domain))},
+        }
+
+    async def list_for(self, trader: str, before_ms: int | None, limit: int) -> dict[str, Any]:
+        docs = await self.ledger.orders_of(trader, before_ms=before_ms, limit=limit)
+        items = [self.render(d) for d in docs]
+        nxt = docs[-1]["_score"] if len(docs) == limit else None
+        return {"orders": items, "next": nxt}

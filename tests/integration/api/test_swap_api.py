@@ -1,0 +1,189 @@
+"""`POST /v1/swap` over real HTTP on the real devnet and Redis: receipts, status, and
+every refusal with its documented code and no state left behind."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from web3 import Web3
+
+from app.client import ApiCallError, CrossbookClient, order_from_quote, sign_order, swap_body
+from app.domain.eip712 import Domain, recover
+from app.domain.receipt import Receipt
+from scripts.build_contracts import load_artifact
+from scripts.devnet.devnet import Devnet
+
+pytestmark = pytest.mark.integration
+
+
+def _domain(q: dict[str, Any]) -> Domain:
+    d = q["eip712"]["domain"]
+    return Domain(chain_id=d["chainId"], verifying_contract=d["verifyingContract"])
+
+
+def _quote(client: CrossbookClient, m: Any, trader: Any, amount: int = 10**17, **kw: Any) -> dict[str, Any]:
+    return client.quote(m.chains[0].chain_id, "WETH", m.chains[1].chain_id, "USDC", taker=trader.address, sell_amount=amount, **kw)
+
+
+def _post(api: Any, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(api.url + "/v1/swap", json=body, timeout=10)
+
+
+def _nothing_held(api: Any, m: Any, trader: Any) -> bool:
+    r = redis.Redis.from_url(api.redis_url)
+    token = m.chains[0].tokens["WETH"].address.lower()
+    return int(r.get(f"held:{m.chains[0].chain_id}:{token}:{trader.address.lower()}") or 0) == 0
+
+
+def test_swap_returns_a_signed_receipt_with_its_log_position(api: Any, devnet: Devnet) -> None:
+    m = devnet.manifest
+    trader = m.traders[0]
+    c = CrossbookClient(api.url)
+    q = _quote(c, m, trader)
+    receipt = c.swap(q, trader.private_key)
+    assert receipt["state"] == "confirmed"
+    assert receipt["log"]["chainId"] == m.chains[0].chain_id and receipt["log"]["index"] >= 0
+    assert int(receipt["buyAmount"]) >= int(q["minBuyAmount"])
+    r = Receipt(receipt["orderHash"], int(receipt["buyAmount"]), receipt["log"]["chainId"], receipt["log"]["index"], int(receipt["leaf"]["hash"]), receipt["confirmedAt"])
+    assert recover(r.digest(_domain(q)), receipt["signature"]) == m.operator.address
+    status = c.order(receipt["orderId"])
+    assert status["state"] == "confirmed"
+    assert [leg["kind"] for leg in status["legs"]] == ["pull", "payout"]
+    pull = status["legs"][0]
+    assert pull["logIndex"] == receipt["log"]["index"] and pull["finalityDepth"] == m.chains[0].finality_depth
+    assert pull["etaSeconds"] > 0 and pull["confirmations"] == 0
+    listing = c.orders(trader.address)
+    assert receipt["orderId"] in [o["id"] for o in listing["orders"]]
+
+
+def test_log_indices_are_consecutive(api: Any, devnet: Devnet) -> None:
+    m = devnet.manifest
+    trader = m.traders[1]
+    c = CrossbookClient(api.url)
+    idx = [c.swap(_quote(c, m, trader), trader.private_key)["log"]["index"] for _ in range(5)]
+    assert idx == list(range(idx[0], idx[0] + 5))
+
+
+def test_reused_nonce_is_409_and_creates_nothing(api: Any, devnet: Devnet) -> None:
+    m = devnet.manifest
+    trader = m.traders[2]
+    c = CrossbookClient(api.url)
+    c.swap(_quote(c, m, trader), trader.private_key, nonce=777)
+    with pytest.raises(ApiCallError) as e:
+        c.swap(_quote(c, m, trader), trader.private_key, nonce=777)
+    assert e.value.status == 409 and e.value.code == "NONCE_REUSED"
+    assert len(c.orders(trader.address)["orders"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("foreign_signature", 400, "INVALID_SIGNATURE"),
+        ("garbage_signature", 400, "INVALID_SIGNATURE"),
+        ("wrong_domain_chain", 400, "INVALID_SIGNATURE"),
+        ("expired_deadline", 410, "ORDER_EXPIRED"),
+        ("unknown_quote", 404, "QUOTE_NOT_FOUND"),
+        ("someone_elses_quote", 400, "ORDER_MISMATCH"),
+        ("changed_amount", 400, "ORDER_MISMATCH"),
+        ("min_above_quote", 400, "ORDER_MISMATCH"),
+        ("negative_amount", 400, "INVALID_REQUEST"),
+        ("huge_amount", 400, "AMOUNT_TOO_LARGE"),
+        ("non_integer_amount", 400, "INVALID_REQUEST"),
+        ("number_not_string", 400, "INVALID_REQUEST"),
+        ("unknown_field", 400, "INVALID_REQUEST"),
+        ("expired_quote", 410, "QUOTE_EXPIRED"),
+    ],
+)
+def test_bad_swaps_get_their_code_and_leave_no_state(api: Any, devnet: Devnet, case: str, status: int, code: str) -> None:
+    m = devnet.manifest
+    trader, other = m.traders[5], m.traders[6]
+    c = CrossbookClient(api.url)
+    q = _quote(c, m, trader)
+    order = order_from_quote(q)
+    key = trader.private_key
+    body: dict[str, Any]
+    if case == "foreign_signature":
+        key = other.private_key
+    if case == "wrong_domain_chain":
+        d = _domain(q)
+        body = swap_body(q, order, sign_order(order, Domain(chain_id=d.chain_id + 1, verifying_contract=d.verifying_contract), key))
+    elif case == "garbage_signature":
+        body = swap_body(q, order, "0x" + "11" * 65)
+    elif case == "expired_deadline":
+        order = order_from_quote(q, deadline=int(time.time()) - 1)
+        body = swap_body(q, order, sign_order(order, _domain(q), key))
+    elif case == "unknown_quote":
+        q2 = {**q, "quoteId": "0x" + "ab" * 32}
+        order = order_from_quote(q2)
+        body = swap_body(q2, order, sign_order(order, _domain(q), key))
+    elif case == "someone_elses_quote":
+        theirs = _quote(c, m, other)
+        order = order_from_quote({**theirs, "taker": trader.address, "recipient": trader.address})
+        body = swap_body(theirs, order, sign_order(order, _domain(theirs), key))
+    elif case in ("changed_amount", "min_above_quote"):
+        from dataclasses import replace
+
+        order = replace(order, sell_amount=order.sell_amount - 1) if case == "changed_amount" else replace(order, min_buy_amount=int(q["buyAmount"]) + 1)
+        body = swap_body(q, order, sign_order(order, _domain(q), key))
+    else:
+        body = swap_body(q, order, sign_order(order, _domain(q), key))
+        if case == "negative_amount":
+            body["order"]["sellAmount"] = "-5"
+        elif case == "huge_amount":
+            body["order"]["sellAmount"] = str(2**130)
+        elif case == "non_integer_amount":
+            body["order"]["sellAmount"] = "1.5"
+        elif case == "number_not_string":
+            body["order"]["sellAmount"] = 10**17
+        elif case == "unknown_field":
+            body["order"]["extra"] = 1
+        elif case == "expired_quote":
+            r = redis.Redis.from_url(api.redis_url)
+            doc = json.loads(r.get("quote:" + q["quoteId"]))
+            doc["expiresAt"] = int(time.time()) - 1
+            r.set("quote:" + q["quoteId"], json.dumps(doc), ex=30)
+    resp = _post(api, body)
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == code and err["message"]
+    assert resp.json()["requestId"]
+    assert c.orders(trader.address)["orders"] == []
+    assert _nothing_held(api, m, trader)
+
+
+def test_balance_and_allowance_are_checked_from_the_adapter_view(api: Any, clean_devnet: Devnet) -> None:
+    m = clean_devnet.manifest
+    trader = m.traders[7]
+    chain = m.chains[0]
+    c = CrossbookClient(api.url)
+    w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+    weth = w3.eth.contract(address=Web3.to_checksum_address(chain.tokens["WETH"].address), abi=load_artifact("TestToken")["abi"])
+    balance = weth.functions.balanceOf(trader.address).call()
+    with pytest.raises(ApiCallError) as e:
+        c.swap(_quote(c, m, trader, amount=balance + 1), trader.private_key)
+    assert e.value.code == "INSUFFICIENT_BALANCE"
+    # Two orders that each fit but together exceed the balance: the second is refused.
+    half = balance // 2 + 1
+    c.swap(_quote(c, m, trader, amount=half), trader.private_key)
+    with pytest.raises(ApiCallError) as e:
+        c.swap(_quote(c, m, trader, amount=half), trader.private_key)
+    assert e.value.code == "INSUFFICIENT_BALANCE"
+    # Revoke the allowance on chain: once the adapter has seen the Approval, swaps are refused.
+    tx = weth.functions.approve(chain.inventory, 0).transact({"from": trader.address})
+    w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+    deadline = time.monotonic() + 10
+    code = None
+    while time.monotonic() < deadline:
+        try:
+            c.swap(_quote(c, m, trader, amount=10**15), trader.private_key)
+        except ApiCallError as err:
+            code = err.code
+            if code == "INSUFFICIENT_ALLOWANCE":
+                break
+        time.sleep(0.3)
+    assert code == "INSUFFICIENT_ALLOWANCE"
