@@ -175,8 +175,8 @@ class ChainAdapter:
         self.tracked.add(account)
         if self._http is None:  # one pooled HTTP client for cache misses, apart from the head stream
             self._http = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(self.chain.rpc_url))
-        block = self.block_number if self.block_number >= 0 else "latest"
-        return await self._read_balances(self._http, block, [(t, account) for t in self.tokens])  # type: ignore[arg-type]
+        # "latest", not our head: after a reorg or revert our head may not exist any more.
+        return await self._read_balances(self._http, "latest", [(t, account) for t in self.tokens])  # type: ignore[arg-type]
 
     async def _on_head(self, w3: AsyncWeb3[Any], head: Any) -> None:
         number = int(head["number"])

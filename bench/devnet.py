@@ -40,7 +40,10 @@ def main() -> None:
     doc = {
         "chains": args.chains,
         "runs": args.runs,
-        "devnetUpSeconds": {"min": round(min(full), 3), "median": round(statistics.median(full), 3)},
+        "devnetUpSeconds": {
+            "min": round(min(full), 3),
+            "median": round(statistics.median(full), 3),
+        },
         "baselineBareAnvilStartSeconds": {"median": round(statistics.median(bare), 3)},
         "goalSeconds": 20,
     }

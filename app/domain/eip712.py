@@ -83,7 +83,12 @@ def _encode_word(typ: str, v: Any) -> bytes:
 
 DOMAIN_TYPE = StructType(
     "EIP712Domain",
-    (("string", "name"), ("string", "version"), ("uint256", "chainId"), ("address", "verifyingContract")),
+    (
+        ("string", "name"),
+        ("string", "version"),
+        ("uint256", "chainId"),
+        ("address", "verifyingContract"),
+    ),
 )
 
 
@@ -97,11 +102,21 @@ class Domain:
     @cached_property
     def separator(self) -> bytes:
         return DOMAIN_TYPE.hash_struct(
-            {"name": self.name, "version": self.version, "chainId": self.chain_id, "verifyingContract": self.verifying_contract}
+            {
+                "name": self.name,
+                "version": self.version,
+                "chainId": self.chain_id,
+                "verifyingContract": self.verifying_contract,
+            }
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "chainId": self.chain_id, "verifyingContract": self.verifying_contract}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": self.verifying_contract,
+        }
 
 
 def typed_digest(domain: Domain, struct: StructType, values: dict[str, Any]) -> bytes:
@@ -110,7 +125,9 @@ def typed_digest(domain: Domain, struct: StructType, values: dict[str, Any]) -> 
 
 def sign_digest(private_key: str | bytes, digest: bytes) -> str:
     """65-byte r‖s‖v signature (v = 27/28), hex with 0x."""
-    key = PrivateKey(bytes.fromhex(private_key[2:]) if isinstance(private_key, str) else private_key)
+    key = PrivateKey(
+        bytes.fromhex(private_key[2:]) if isinstance(private_key, str) else private_key
+    )
     sig = key.sign_recoverable(digest, hasher=None)
     return "0x" + (sig[:64] + bytes([sig[64] + 27])).hex()
 
@@ -118,7 +135,11 @@ def sign_digest(private_key: str | bytes, digest: bytes) -> str:
 def recover(digest: bytes, signature: str | bytes) -> str:
     """The checksummed address that signed `digest`; SignatureError when malformed."""
     try:
-        raw = bytes.fromhex(signature[2:] if signature.startswith("0x") else signature) if isinstance(signature, str) else signature
+        raw = (
+            bytes.fromhex(signature[2:] if signature.startswith("0x") else signature)
+            if isinstance(signature, str)
+            else signature
+        )
     except ValueError:
         raise SignatureError("signature is not hex") from None
     if len(raw) != 65:
@@ -133,7 +154,7 @@ def recover(digest: bytes, signature: str | bytes) -> str:
         raise SignatureError("non-canonical signature (high s)")
     try:
         pub = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest, hasher=None)
-    except Exception:  # noqa: BLE001 - coincurve raises plain Exception on bad points
+    except Exception:
         raise SignatureError("signature does not recover to a key") from None
     return _checksum(keccak(pub.format(compressed=False)[1:])[-20:])
 

@@ -43,7 +43,9 @@ def apply_bps_floor(amount: int, bps: int) -> int:
     return amount * (BPS - bps) // BPS
 
 
-def format_price(buy_amount: int, buy_decimals: int, sell_amount: int, sell_decimals: int, digits: int = 18) -> str:
+def format_price(
+    buy_amount: int, buy_decimals: int, sell_amount: int, sell_decimals: int, digits: int = 18
+) -> str:
     """Buy per sell in whole units as a decimal string (display only; amounts stay integers)."""
     if sell_amount == 0:
         return "0"

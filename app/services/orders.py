@@ -105,7 +105,14 @@ class OrderService:
                 [{"freshQuote": doc}],
             )
 
-        balance, allowance = await self.books.funds(order.sell_chain_id, order.sell_token, order.trader)
+        try:
+            balance, allowance = await self.books.funds(order.sell_chain_id, order.sell_token, order.trader)
+        except Exception as e:  # noqa: BLE001 - a cache miss that cannot reach the chain
+            raise ApiError(
+                ErrorCode.CHAIN_UNAVAILABLE,
+                f"chain {order.sell_chain_id} did not answer the balance read: {type(e).__name__}",
+                headers={"Retry-After": "2"},
+            ) from None
         order_hash = "0x" + digest.hex()
         sell_sym = fresh.sell.symbol
         buy_sym = fresh.buy.symbol

@@ -5,12 +5,27 @@ from eth_account.messages import encode_typed_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.domain.eip712 import Domain, SignatureError, StructType, address_of_key, recover, sign_digest, typed_digest
+from app.domain.eip712 import (
+    Domain,
+    SignatureError,
+    StructType,
+    address_of_key,
+    recover,
+    sign_digest,
+    typed_digest,
+)
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 T = StructType(
     "Thing",
-    (("address", "who"), ("uint256", "amount"), ("bytes32", "id"), ("uint64", "deadline"), ("string", "memo"), ("bool", "ok")),
+    (
+        ("address", "who"),
+        ("uint256", "amount"),
+        ("bytes32", "id"),
+        ("uint64", "deadline"),
+        ("string", "memo"),
+        ("bool", "ok"),
+    ),
 )
 
 
@@ -24,9 +39,18 @@ T = StructType(
     ok=st.booleans(),
     chain_id=st.integers(1, 2**32),
 )
-def test_digest_equals_eth_account(who: bytes, amount: int, ident: bytes, deadline: int, memo: str, ok: bool, chain_id: int) -> None:
+def test_digest_equals_eth_account(
+    who: bytes, amount: int, ident: bytes, deadline: int, memo: str, ok: bool, chain_id: int
+) -> None:
     domain = Domain(chain_id=chain_id, verifying_contract="0x" + "ab" * 20)
-    values = {"who": "0x" + who.hex(), "amount": amount, "id": "0x" + ident.hex(), "deadline": deadline, "memo": memo, "ok": ok}
+    values = {
+        "who": "0x" + who.hex(),
+        "amount": amount,
+        "id": "0x" + ident.hex(),
+        "deadline": deadline,
+        "memo": memo,
+        "ok": ok,
+    }
     ours = typed_digest(domain, T, values)
     msg = encode_typed_data(
         full_message={
