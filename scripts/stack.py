@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 from app.settings import ROOT, Settings
 from scripts.devnet.config import ConfigError, load_config
 from scripts.devnet.devnet import Devnet, DevnetError
+from scripts.devnet.ports import free_port, port_in_use
 from scripts.redis_server import EmbeddedRedis, RedisError, redis_answers
 
 __all__ = ["Service", "Stack", "StackError", "wait_for_signal"]
@@ -51,6 +54,7 @@ class Service:
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
     url: str | None = None
+    ready: str | None = None  # an HTTP URL that answers 200 once the service is up
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, log_dir: Path) -> None:
@@ -64,6 +68,22 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_ready(self, log_dir: Path, timeout: float = 60.0) -> None:
+        if self.ready is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise StackError(f"{self.name} exited with {self.proc.returncode}; see {log_dir / (self.name + '.log')}")
+            try:
+                with urllib.request.urlopen(self.ready, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise StackError(f"{self.name} not ready after {timeout}s; see {log_dir / (self.name + '.log')}")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -109,7 +129,9 @@ class Stack:
                 self.progress(f"starting {svc.name}")
                 svc.start(self.settings.state_dir / "logs")
                 self.services.append(svc)
-        except (ConfigError, DevnetError, RedisError) as e:
+            for svc in self.services:
+                svc.wait_ready(self.settings.state_dir / "logs")
+        except (ConfigError, DevnetError, RedisError, StackError) as e:
             self.stop()
             raise StackError(str(e)) from None
         except BaseException:
@@ -118,7 +140,23 @@ class Stack:
 
     def service_plan(self) -> list[Service]:
         """The services `make up` runs beside the devnet and Redis."""
-        return []
+        assert self.devnet is not None
+        env = {
+            "REDIS_URL": self.redis_url,
+            "CROSSBOOK_MANIFEST": str(self.devnet.manifest_path),
+            "CROSSBOOK_STATE_DIR": str(self.settings.state_dir),
+        }
+        port = self.settings.api_port if not port_in_use(self.settings.api_port) else free_port()
+        api_url = f"http://{self.settings.api_host}:{port}"
+        return [
+            Service(
+                "api",
+                [sys.executable, "-m", "app.cli", "api", "--host", self.settings.api_host, "--port", str(port)],
+                env,
+                url=api_url,
+                ready=api_url + "/healthz",
+            ),
+        ]
 
     def _start_redis(self) -> None:
         url = self.settings.redis_url
@@ -142,6 +180,9 @@ class Stack:
         for s in self.services:
             if s.url:
                 lines.append(f"{s.name:<9} {s.url}")
+                if s.name == "api":
+                    lines.append(f"docs      {s.url}/docs")
+                    lines.append(f"metrics   {s.url}/metrics")
         return lines
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -125,7 +126,9 @@ def test_status_without_a_devnet_says_how_to_start_one(tmp_path: Path) -> None:
 
 def test_up_starts_redis_and_devnet_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    env["CROSSBOOK_BASE_PORT"] = "0"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        env["CROSSBOOK_API_PORT"] = str(sock.getsockname()[1])
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "up", "--base-port", "0"],
         cwd=ROOT,
@@ -149,9 +152,14 @@ def test_up_starts_redis_and_devnet_and_ctrl_c_leaves_nothing(tmp_path: Path) ->
         text = "".join(lines)
         assert "Ctrl-C stops everything" in text, text
         assert "redis" in text and "manifest" in text
-        ports = [int(tok.rsplit(":", 1)[1]) for tok in text.split() if tok.startswith("http://127.0.0.1:")]
+        ports = sorted({int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", text)})
+        assert f"api       http://127.0.0.1:{env['CROSSBOOK_API_PORT']}" in text
+        import httpx
+
+        health = httpx.get(f"http://127.0.0.1:{env['CROSSBOOK_API_PORT']}/healthz").json()
+        assert health["status"] == "ok" and len(health["chains"]) == 3
         redis_port = int(next(t for t in text.split() if t.startswith("redis://")).rsplit(":", 1)[1].split("/")[0])
-        assert len(ports) >= 3
+        assert len(ports) >= 4  # three chains and the API
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     finally:
