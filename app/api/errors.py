@@ -9,6 +9,8 @@ logged with the request id, never shown as a stack trace.
 Exception tree (raised by services, converted here):
 
     ApiError(code, message, details)        -> status of its code
+    redis ConnectionError / TimeoutError    -> STORAGE_UNAVAILABLE (503, Retry-After)
+    anything else                           -> INTERNAL (500), logged with the request id
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -50,6 +53,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_LIQUIDITY = "INSUFFICIENT_LIQUIDITY"
     NO_ROUTE = "NO_ROUTE"
     CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     RATE_LIMITED = "RATE_LIMITED"
     INTERNAL = "INTERNAL"
 
@@ -78,6 +82,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL: 500,
     ErrorCode.CHAIN_UNAVAILABLE: 503,
+    ErrorCode.STORAGE_UNAVAILABLE: 503,
 }
 
 
@@ -141,6 +146,16 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, ErrorCode.INVALID_REQUEST
         )
         return _response(request, ApiError(code, str(exc.detail)))
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        # Nothing was confirmed: the ledger step is atomic, so the client may retry.
+        log.warning("redis unavailable", extra={"requestId": _request_id(request), "error": str(exc)})
+        return _response(
+            request,
+            ApiError(ErrorCode.STORAGE_UNAVAILABLE, "order storage is unavailable; retry", headers={"Retry-After": "1"}),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

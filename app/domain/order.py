@@ -120,7 +120,10 @@ def check_against_quote(order: Order, quote: dict[str, Any]) -> None:
         ("buyChainId", order.buy_chain_id == quote["buyChainId"]),
         ("buyToken", _same(order.buy_token, quote["buyToken"])),
         ("recipient", _same(order.recipient, quote["recipient"])),
-        ("minBuyAmount", int(quote["minBuyAmount"]) <= order.min_buy_amount <= int(quote["buyAmount"])),
+        (
+            "minBuyAmount",
+            int(quote["minBuyAmount"]) <= order.min_buy_amount <= int(quote["buyAmount"]),
+        ),
     ]
     for name, ok in checks:
         if not ok:

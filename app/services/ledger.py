@@ -147,6 +147,17 @@ class Ledger:
                 out.append(doc)
         return out
 
+    async def open_orders(self) -> list[dict[str, Any]]:
+        """Every order not yet in a terminal state (to rebuild reservations on start)."""
+        out = []
+        async for key in self.redis.scan_iter(match="order:*", count=1000):
+            raw = await self.redis.get(key)
+            if raw:
+                doc = json.loads(raw)
+                if doc.get("state") not in ("finalized", "failed", "refunded"):
+                    out.append(doc)
+        return out
+
     async def log_legs(self, chain_id: int) -> dict[int, dict[str, Any]]:
         raw = await self.redis.hgetall(f"log:{chain_id}:legs")
         return {int(_s(k)): json.loads(v) for k, v in raw.items()}

@@ -10,6 +10,7 @@ and allowances come from the adapters' view (one RPC only on a cache miss).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,8 @@ from settlement.zk.legs import leaf
 from settlement.zk.poseidon import poseidon
 
 __all__ = ["OrderService"]
+
+log = logging.getLogger("crossbook.orders")
 
 _LEDGER_CODES = {
     "NONCE_REUSED": (ErrorCode.NONCE_REUSED, "nonce already used by another order of this trader"),
@@ -107,7 +110,7 @@ class OrderService:
 
         try:
             balance, allowance = await self.books.funds(order.sell_chain_id, order.sell_token, order.trader)
-        except Exception as e:  # noqa: BLE001 - a cache miss that cannot reach the chain
+        except Exception as e:  # a cache miss that cannot reach the chain
             raise ApiError(
                 ErrorCode.CHAIN_UNAVAILABLE,
                 f"chain {order.sell_chain_id} did not answer the balance read: {type(e).__name__}",
@@ -214,6 +217,25 @@ class OrderService:
 
     async def _publish(self, trader: str, order_id: str, state: str) -> None:
         await self.ledger.redis.publish(f"orders:{trader.lower()}", json.dumps({"orderId": order_id, "state": state}))
+
+    async def restore(self) -> int:
+        """Re-reserve, in the in-memory book, what open orders hold (after a restart):
+        their pool trades and their payout inventory. Returns how many were restored."""
+        n = 0
+        for doc in sorted(await self.ledger.open_orders(), key=lambda d: d["confirmedAt"]):
+            trades = [Trade(t["sourceId"], t["tokenIn"], int(t["amountIn"]), int(t["amountOut"])) for t in doc.get("route", [])]
+            trades = [t for t in trades if t.source_id in self.books.book.sources]
+            buy_chain = doc["legs"][1]["chainId"]
+            holds = [Hold(ChainId(buy_chain), AssetSymbol(doc["buySymbol"]), int(doc["buyAmount"]))]
+            try:
+                self.books.reserve(doc["id"], trades, holds)
+            except (InsufficientInventory, KeyError) as e:
+                # The chain moved under a reservation while we were down: keep the order
+                # (it is confirmed and settles from the vault), only the view is partial.
+                log.warning("could not restore a reservation", extra={"orderId": doc["id"], "error": str(e)})
+                self.books.reserve(doc["id"], [], [])
+            n += 1
+        return n
 
     # -- status --------------------------------------------------------------------------
 
