@@ -60,6 +60,7 @@ from settlement.zk.field import batch_inverse_mpz, inverse, root_of_unity
 from settlement.zk.msm import (
     G1,
     G2,
+    Channel,
     PointArrays,
     _window_bits,
     fixed_base_mul,
@@ -92,6 +93,9 @@ R = SCALAR_FIELD
 _R = mpz(R)
 CACHE_ENV = "CROSSBOOK_ZK_CACHE"
 DEFAULT_CACHE_DIR = Path("var/zk-keys")
+
+# CPU seconds of the last prove() in this process and its helper (for benchmarks).
+LAST_PROVE_STATS: dict[str, float] = {}
 
 # progress(stage, done, total): called as work advances; stages are short names.
 Progress = Callable[[str, int, int], None]
@@ -259,7 +263,7 @@ def setup(
     g2_scalars = [int(s) for s in (*v, beta, gamma, delta)]
     del tau, alpha, beta, gamma, delta, inv_gamma, inv_delta, lag, u, v, w, k_all, ic_sc, c_sc, h_sc
 
-    def g1_part() -> list[G1Point]:
+    def g1_part(_: Channel) -> list[G1Point]:
         return fixed_base_mul(
             G1,
             G1_GENERATOR,
@@ -267,7 +271,7 @@ def setup(
             progress=(lambda d, t: _tick(progress, "setup:g1", d, t)) if progress else None,
         )
 
-    def g2_part() -> list[G2Point]:
+    def g2_part(_: Channel) -> list[G2Point]:
         return fixed_base_mul(G2, G2_GENERATOR, g2_scalars)
 
     g1_pts, g2_pts = run_parallel(g1_part, g2_part, processes=processes)
@@ -396,34 +400,34 @@ def prove(
     wl = [int(x) for x in w]
 
     # Work split between this process and the helper, in units of one batched G1
-    # addition: an MSM costs about one addition per nonzero digit (G2: G2.cost), an NTT
-    # butterfly about a quarter. The helper takes B2 and B1, this process A, the FFTs and
-    # H; the C query is cut where the two sides balance.
+    # addition: an MSM costs about one addition per nonzero digit (G2: G2.cost times
+    # that), an NTT butterfly about a fifth. The helper takes B2 and B1, this process A,
+    # C and the FFTs; the H query, whose scalars exist only after the FFTs, is cut where
+    # the two sides balance and the helper's share of scalars is sent to it.
     nnz = np.count_nonzero(digits, axis=1)
     n = pk.domain_size
     h_windows = -(-(R.bit_length() + 1) // _window_bits(n, R.bit_length()))
-    here_cost = nnz[prep.a.index].sum() + n * h_windows + 6 * 0.25 * (n // 2) * n.bit_length()
+    h_total = n * h_windows * 1.1
+    here_cost = nnz[prep.a.index].sum() + nnz[prep.c.index + npub + 1].sum()
+    here_cost += 6 * 0.2 * (n // 2) * n.bit_length()
     there_cost = G2.cost * nnz[prep.b2.index].sum() + nnz[prep.b1.index].sum()
-    c_cum = np.cumsum(nnz[prep.c.index + npub + 1])
-    c_total = int(c_cum[-1]) if len(c_cum) else 0
-    target = (there_cost + c_total - here_cost) / 2  # C cost the helper should not take
-    cut = int(np.searchsorted(c_cum, target)) if processes > 1 else len(prep.c)
-    c_here, c_there = prep.c.split(max(0, min(cut, len(prep.c))))
-    wc = wl[npub + 1 :]
-    dc = digits[npub + 1 :]
+    h_here = min(max((there_cost + h_total - here_cost) / 2, 0.0), h_total)
+    cut = len(prep.h) if processes < 2 else int(len(prep.h) * h_here / h_total)
+    h_mine, h_theirs = prep.h.split(cut)
 
-    def helper() -> tuple[G2Point, G1Point, G1Point]:
-        return (
-            msm(G2, prep.b2, wl, digits, window),
-            msm(G1, prep.b1, wl, digits, window),
-            msm(G1, c_there, wc, dc, window),
-        )
+    def helper(chan: Channel) -> tuple[G2Point, G1Point, G1Point, float, float]:
+        t0 = time.process_time()
+        pb2 = msm(G2, prep.b2, wl, digits, window)
+        pb1 = msm(G1, prep.b1, wl, digits, window)
+        t1 = time.process_time()
+        h_scalars = chan.recv()
+        return pb2, pb1, msm(G1, h_theirs, h_scalars), t1 - t0, time.process_time() - t0
 
-    def main() -> tuple[G1Point, G1Point, G1Point]:
+    def main(chan: Channel) -> tuple[G1Point, G1Point, G1Point]:
         _tick(progress, "prove:msm_a", 0, 1)
         pa = msm(G1, prep.a, wl, digits, window)
         _tick(progress, "prove:msm_c", 0, 1)
-        pc = msm(G1, c_here, wc, dc, window)
+        pc = msm(G1, prep.c, wl[npub + 1 :], digits[npub + 1 :], window)
         _tick(progress, "prove:fft", 0, 3)
         a_odd = odd_coset_from_evals(a_ev)
         _tick(progress, "prove:fft", 1, 3)
@@ -432,12 +436,27 @@ def prove(
         c_odd = odd_coset_from_evals(c_ev)
         _tick(progress, "prove:fft", 3, 3)
         h = [int((x * y - z) % _R) for x, y, z in zip(a_odd, b_odd, c_odd, strict=True)]
+        # msm indexes scalars by original position: the helper gets zeros before the cut.
+        chan.send([0] * cut + h[cut:])
         _tick(progress, "prove:msm_h", 0, 1)
-        ph = msm(G1, prep.h, h)
+        ph = msm(G1, h_mine, h)
         return pa, pc, ph
 
-    (pa, pc, ph), (pb2, pb1, pc2) = run_parallel(main, helper, processes=processes)
-    pc = g1_add(pc, pc2)
+    t0 = time.process_time()
+    (pa, pc, ph), (pb2, pb1, ph2, helper_fixed, helper_cpu) = run_parallel(
+        main, helper, processes=processes
+    )
+    ph = g1_add(ph, ph2)
+    LAST_PROVE_STATS.clear()
+    LAST_PROVE_STATS.update(
+        main_cpu_s=time.process_time() - t0,
+        helper_cpu_s=helper_cpu,
+        helper_b_cpu_s=helper_fixed,
+        h_cut=cut,
+        h_points=len(prep.h),
+        est_here=float(here_cost),
+        est_there=float(there_cost),
+    )
     _tick(progress, "prove:done", 1, 1)
 
     r, s = _rand_nonzero(), _rand_nonzero()

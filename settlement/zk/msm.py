@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from settlement.zk.curve import (
 __all__ = [
     "G1",
     "G2",
+    "Channel",
     "Group",
     "PointArrays",
     "fixed_base_mul",
@@ -225,7 +227,9 @@ def _reduce(
     return all_keys[order], [_take(c, order) for c in done_coords]
 
 
-def _gather(group: Group[Any], pts: PointArrays, idx: np.ndarray, negative: np.ndarray) -> list[list[Any]]:
+def _gather(
+    group: Group[Any], pts: PointArrays, idx: np.ndarray, negative: np.ndarray
+) -> list[list[Any]]:
     """Coordinates of +-points[idx]; y columns come from [y..., -y...] lists."""
     out = []
     neg_idx = idx + negative.astype(np.int64) * len(pts.coords[0])
@@ -238,11 +242,14 @@ def _gather(group: Group[Any], pts: PointArrays, idx: np.ndarray, negative: np.n
 
 
 def _window_bits(n_points: int, max_bits: int) -> int:
-    """Window minimising bucket additions + bucket-combination additions (cost model)."""
+    """Window minimising bucket additions + bucket-combination additions (cost model:
+    per window, points minus occupied buckets, plus ~2 per bucket to weight them)."""
     best, best_cost = 1, math.inf
     for c in range(2, 20):
         windows = -(-(max_bits + 1) // c)
-        cost = windows * (n_points + (1 << (c - 1)) * c / 2)
+        buckets = 1 << (c - 1)
+        occupied = buckets * (1 - math.exp(-n_points / buckets))
+        cost = windows * (n_points - occupied + 2 * buckets)
         if cost < best_cost:
             best, best_cost = c, cost
     return best
@@ -286,27 +293,95 @@ def msm(
     return _combine_buckets(group, bkeys, bcoords, c)
 
 
-def _combine_buckets(group: Group[P], bkeys: np.ndarray, bcoords: list[np.ndarray], c: int) -> P:
-    """sum over buckets of k * 2^(cw) * B_(w,k), by splitting k into bits."""
+def _weighted_sums(
+    group: Group[Any], gkeys: Sequence[int], weights: Sequence[int], coords: list[list[Any]]
+) -> dict[int, Any]:
+    """For each group g: sum_j j * X_(g,j) (weights j >= 1, at most one point per (g, j)).
+
+    sum_j j X_j = sum_k S_k with suffix sums S_k = sum_(j>=k) X_j: a chain per group, run
+    for all groups in lockstep (one batched addition per weight), then one batch-affine
+    reduction of all the S. Meant for small weights (the chain is as long as the largest).
+    """
+    nc = group.n_coords
+    by_w: dict[int, list[tuple[int, int]]] = {}
+    for i, (g, j) in enumerate(zip(gkeys, weights, strict=True)):
+        by_w.setdefault(j, []).append((g, i))
+    suffix: dict[int, tuple[Any, ...]] = {}
+    out_keys: list[int] = []
+    out: list[list[Any]] = [[] for _ in range(nc)]
+    for j in range(max(weights, default=0), 0, -1):
+        items = by_w.get(j)
+        if items:
+            add_g: list[int] = []
+            add_i: list[int] = []
+            for g, i in items:
+                if g in suffix:
+                    add_g.append(g)
+                    add_i.append(i)
+                else:
+                    suffix[g] = tuple(coords[t][i] for t in range(nc))
+            if add_g:
+                args = [[suffix[g][t] for g in add_g] for t in range(nc)]
+                args += [[coords[t][i] for i in add_i] for t in range(nc)]
+                *sums, infinite = group.add_pairs(*args)
+                bad = set(infinite)
+                for u, g in enumerate(add_g):
+                    if u in bad:
+                        del suffix[g]
+                    else:
+                        suffix[g] = tuple(sums[t][u] for t in range(nc))
+        for g, cur in suffix.items():
+            out_keys.append(g)
+            for t in range(nc):
+                out[t].append(cur[t])
+    if not out_keys:
+        return {}
+    keys = np.asarray(out_keys, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    rkeys, rsums = _reduce(group, keys[order], [_take(col, order) for col in out])
+    return {int(g): group.to_point([col[i] for col in rsums]) for i, g in enumerate(rkeys)}
+
+
+def _combine_buckets(group: Group[P], bkeys: np.ndarray, bcoords: list[list[Any]], c: int) -> P:
+    """sum_w 2^(cw) sum_k k B_(w,k) over the bucket sums B.
+
+    Writing k = hi * m + lo (m = 2^h): sum_k k B_k = m sum_hi hi U_hi + sum_lo lo V_lo with
+    U_hi = sum_lo B_(hi,lo) and V_lo = sum_hi B_(hi,lo). U and V are plain group sums, so
+    all buckets of all windows go through one large batch-affine reduction (each bucket
+    twice); only the short weighted sums over hi and lo (~2^(c/2) terms) need chains.
+    """
+    if not len(bkeys):
+        return None  # type: ignore[return-value]
     half = 1 << (c - 1)
+    h = max(1, (c - 1) // 2)
+    m = 1 << h
     win = bkeys // half
     k = bkeys % half + 1
-    key_parts: list[np.ndarray] = []
-    idx_parts: list[np.ndarray] = []
-    for t in range(c):
-        sel = np.flatnonzero((k >> t) & 1)
-        key_parts.append(win[sel] * c + t)
-        idx_parts.append(sel)
-    keys = np.concatenate(key_parts)
-    idx = np.concatenate(idx_parts)
+    hi, lo = k >> h, k & (m - 1)
+    n_hi = (half >> h) + 1
+    n_windows = int(win.max()) + 1
+    u_keys = win * n_hi + hi  # U groups first, then V groups after offset
+    v_keys = n_windows * n_hi + win * m + lo
+    sel_u = np.flatnonzero(hi > 0)
+    sel_v = np.flatnonzero(lo > 0)
+    keys = np.concatenate([u_keys[sel_u], v_keys[sel_v]])
+    idx = np.concatenate([sel_u, sel_v])
     order = np.argsort(keys, kind="stable")
-    ukeys, ucoords = _reduce(group, keys[order], [_take(col, idx[order]) for col in bcoords])
-    sums = {int(u): group.to_point([col[i] for col in ucoords]) for i, u in enumerate(ukeys)}
+    gkeys, gsums = _reduce(group, keys[order], [_take(col, idx[order]) for col in bcoords])
+    # Weighted sums: group per (window, U or V), weight hi or lo.
+    is_u = gkeys < n_windows * n_hi
+    wk = np.where(is_u, gkeys // n_hi, (gkeys - n_windows * n_hi) // m)
+    weight = np.where(is_u, gkeys % n_hi, (gkeys - n_windows * n_hi) % m)
+    group_id = (wk * 2 + (~is_u)).tolist()
+    sums = _weighted_sums(group, group_id, weight.tolist(), gsums)
     acc: Any = None
-    for u in range(max(sums, default=-1), -1, -1):
-        acc = group.double(acc)
-        if u in sums:
-            acc = group.add(acc, sums[u])
+    for w in range(n_windows - 1, -1, -1):
+        for _ in range(c):
+            acc = group.double(acc)
+        part: Any = sums.get(2 * w)
+        for _ in range(h):
+            part = group.double(part)
+        acc = group.add(acc, group.add(part, sums.get(2 * w + 1)))
     return acc
 
 
@@ -386,9 +461,37 @@ def fixed_base_mul(
 T = TypeVar("T")
 
 
-def _child(conn: Any, fn: Callable[[], Any]) -> None:
+class Channel:
+    """One-way messages from `here` to `there` in `run_parallel` (late inputs)."""
+
+    def __init__(self, conn: Any = None) -> None:
+        self._conn = conn
+        self._queue: list[Any] = []
+        self._senders: list[threading.Thread] = []
+
+    def send(self, obj: Any) -> None:
+        if self._conn is None:
+            self._queue.append(obj)
+            return
+        # A background thread: a large message would otherwise block this process until
+        # the busy helper gets round to reading it.
+        t = threading.Thread(target=self._conn.send, args=(obj,), daemon=True)
+        t.start()
+        self._senders.append(t)
+
+    def recv(self) -> Any:
+        if self._conn is None:
+            return self._queue.pop(0)
+        return self._conn.recv()
+
+    def join(self) -> None:
+        for t in self._senders:
+            t.join()
+
+
+def _child(conn: Any, fn: Callable[[Channel], Any]) -> None:
     try:
-        conn.send(("ok", fn()))
+        conn.send(("ok", fn(Channel(conn))))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -396,24 +499,29 @@ def _child(conn: Any, fn: Callable[[], Any]) -> None:
 
 
 def run_parallel(
-    here: Callable[[], T], there: Callable[[], Any], *, processes: int = 2
+    here: Callable[[Channel], T], there: Callable[[Channel], Any], *, processes: int = 2
 ) -> tuple[T, Any]:
-    """Run `there` in a forked helper while `here` runs in this process; (here(), there()).
+    """Run `there` in a forked helper while `here` runs in this process; returns both
+    results. `here` may pass late inputs to `there` with `chan.send`, `there` reads them
+    with `chan.recv` (nothing flows back but the result).
 
-    With processes=1, or where fork is unavailable, both run here, one after the other.
-    The helper inherits the caller's memory (proving key, witness) copy-on-write, so only
-    its result (a point) crosses the pipe.
+    With processes=1, or where fork is unavailable, `here` runs first, then `there`. The
+    helper inherits the caller's memory (proving key, witness) copy-on-write, so only
+    results and late inputs cross the pipe.
     """
     if processes < 2 or "fork" not in multiprocessing.get_all_start_methods() or os.name != "posix":
-        return here(), there()
+        chan = Channel()
+        return here(chan), there(chan)
     ctx = multiprocessing.get_context("fork")
-    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    parent_conn, child_conn = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=_child, args=(child_conn, there), daemon=True)
     proc.start()
     child_conn.close()
+    chan = Channel(parent_conn)
     try:
-        mine = here()
+        mine = here(chan)
         status, value = parent_conn.recv()
+        chan.join()
     finally:
         proc.join()
         parent_conn.close()

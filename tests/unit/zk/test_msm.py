@@ -25,7 +25,16 @@ from settlement.zk.curve import (
     g2_neg,
     g2_to_py_ecc,
 )
-from settlement.zk.msm import G1, G2, fixed_base_mul, msm_g1, msm_g2, run_parallel, signed_digits
+from settlement.zk.msm import (
+    G1,
+    G2,
+    Channel,
+    fixed_base_mul,
+    msm_g1,
+    msm_g2,
+    run_parallel,
+    signed_digits,
+)
 
 EDGE = [0, 1, 2, r - 1, r - 2, (1 << 128) + 1]
 
@@ -124,11 +133,19 @@ def test_fixed_base_mul() -> None:
 
 
 def test_run_parallel_returns_both_and_propagates_errors() -> None:
-    assert run_parallel(lambda: 1, lambda: 2) == (1, 2)
-    assert run_parallel(lambda: 1, lambda: 2, processes=1) == (1, 2)
+    def here(chan: Channel) -> int:
+        chan.send(list(range(100_000)))  # larger than a pipe buffer
+        return 1
 
-    def boom() -> int:
+    def there(chan: Channel) -> int:
+        return sum(chan.recv())
+
+    expected = (1, sum(range(100_000)))
+    assert run_parallel(here, there) == expected
+    assert run_parallel(here, there, processes=1) == expected
+
+    def boom(chan: Channel) -> int:
         raise ValueError("x")
 
     with pytest.raises(RuntimeError, match="ValueError"):
-        run_parallel(lambda: 1, boom)
+        run_parallel(lambda chan: 1, boom)
