@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     settlement_batch_size: int = 32
     gas_price_gwei: float = 1.0
+    # Market makers (WebSocket /v1/ws/mm; docs/market-makers.md)
+    maker_allowlist: str | None = None  # comma-separated addresses; default: the manifest's makers
+    mm_login_domain: str = "crossbook"  # signed into every login message
+    mm_challenge_ttl_seconds: float = 30.0
+    mm_heartbeat_seconds: float = 5.0  # server ping period; silence for 2 periods closes
+    mm_levels_per_second: float = 10.0  # per connection (levels and cancel)
+    mm_messages_per_second: float = 100.0  # per connection, every message type
+    mm_cooldown_seconds: float = 1.0  # after going over a limit
+    mm_max_levels: int = 20  # per side of one ladder
+    mm_max_expiry_seconds: int = 60  # how far ahead levels and RFQ quotes may expire
+    rfq_deadline_ms: int = 250
+    rfq_min_validity_seconds: int = 5  # an RFQ quote must stay firm at least this long
+    rfq_min_usd: float = 250_000.0  # orders from this value up are worth an RFQ
 
 
 @lru_cache(maxsize=1)

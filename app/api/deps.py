@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from app.manifest import Manifest
 from app.services.book_service import BookService
+from app.services.makers import MakerHub
 from app.services.orders import OrderService
 from app.services.quotes import QuoteService
 
@@ -22,6 +23,7 @@ class Services:
     quotes: QuoteService
     orders: OrderService
     redis: Any
+    makers: MakerHub | None = None  # the market makers' WebSocket hub
 
 
 def _services(request: Request) -> Services:

@@ -15,13 +15,14 @@ from fastapi import FastAPI
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.middleware import EdgeMiddleware, TokenBucket
-from app.api.routes import info, quote, swap
+from app.api.routes import info, mm, quote, swap
 from app.domain.router import GasModel, Router
 from app.domain.types import ChainId
 from app.logs import setup_logging
 from app.manifest import Manifest
 from app.services.book_service import BookService
 from app.services.ledger import Ledger
+from app.services.makers import MakerHub, MakerHubConfig
 from app.services.orders import OrderService
 from app.services.quotes import QuoteService, RedisQuoteStore
 from app.settings import Settings, get_settings
@@ -55,10 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orders = OrderService(
             manifest, books, quotes, Ledger(redis), operator_key=settings.operator_key or manifest.operator.private_key
         )
+        await orders.restore()
         app.state.services = Services(manifest=manifest, books=books, quotes=quotes, orders=orders, redis=redis)
+        makers = MakerHub(manifest, books, MakerHubConfig.from_settings(settings, manifest))
+        await makers.start()
+        app.state.services.makers = makers
         try:
             yield
         finally:
+            await makers.stop()
             await books.stop()
             await redis.aclose()
 
@@ -73,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(quote.router)
     app.include_router(swap.router)
     app.include_router(info.router)
+    app.include_router(mm.router)
     app.add_middleware(
         EdgeMiddleware,
         max_body=settings.max_body_bytes,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adapters.chain import ChainAdapter, ChainUpdate
 from app.domain.book import Hold, VirtualBook
-from app.domain.sources import Source, Trade
+from app.domain.sources import LadderSource, Source, Trade
 from app.domain.types import Address, Asset, AssetSymbol, ChainId
 from app.manifest import Manifest
 
@@ -73,6 +73,9 @@ class BookService:
             for c in manifest.chains
         }
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with a chain id after its tracked balances or allowances changed (the
+        # maker hub trims ladders to what makers can pay).
+        self.balance_listeners: list[Callable[[int], None]] = []
 
     def apply(self, u: ChainUpdate) -> None:
         """Turn one adapter update into the next book version (synchronous, no I/O)."""
@@ -97,6 +100,9 @@ class BookService:
             )
         self.book = book
         self.heads[u.chain_id] = ChainHead(u.chain_id, u.block_number, u.block_hash, u.timestamp, u.available, u.reason)
+        if u.balances or u.allowances:
+            for listener in self.balance_listeners:  # after the swap: listeners may update the book
+                listener(u.chain_id)
 
     def _with_pending(self, source_id: str) -> Source:
         src = self.chain_sources[source_id]
@@ -132,6 +138,28 @@ class BookService:
             for (tok, acc), v in allowances.items():
                 self.allowances.setdefault((chain_id, tok, acc), v)
         return self.balances[key], self.allowances[key]
+
+    # -- market-maker ladders (the maker hub owns them; the router prices them like pools) --
+
+    def set_maker_levels(self, ladder: LadderSource) -> None:
+        """Add or replace a maker's ladder on one chain and pair (by source id)."""
+        self.book = self.book.with_sources(ladder)
+
+    def remove_maker_levels(self, *source_ids: str) -> None:
+        gone = [sid for sid in source_ids if isinstance(self.book.sources.get(sid), LadderSource)]
+        if gone:
+            self.book = self.book.without_sources(*gone)
+
+    def remove_maker(self, maker: str) -> None:
+        """Pull every ladder of `maker` at once (one new book version)."""
+        low = maker.lower()
+        self.remove_maker_levels(
+            *(sid for sid, s in self.book.sources.items() if isinstance(s, LadderSource) and s.maker == low)
+        )
+
+    def expire_levels(self, now: int) -> None:
+        """Drop maker levels that expired at or before `now` (unix seconds)."""
+        self.book = self.book.expire(now)
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         self._tasks = [asyncio.create_task(a.run(), name=f"adapter-{cid}") for cid, a in self.adapters.items()]
