@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,7 @@ __all__ = [
     "load_keys",
     "load_or_setup",
     "prove",
+    "rich_progress",
     "save_keys",
     "setup",
     "verify",
@@ -185,6 +186,24 @@ def domain_size(r1cs: R1CS) -> int:
 
 def _rand_nonzero() -> int:
     return secrets.randbelow(R - 1) + 1
+
+
+@contextmanager
+def rich_progress(transient: bool = True) -> Iterator[Progress]:
+    """A `progress` callback drawing one rich progress bar per stage (setup/prove of big
+    circuits take seconds to minutes): `with rich_progress() as cb: prove(..., progress=cb)`."""
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
+
+    with RichProgress(transient=transient) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def callback(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield callback
 
 
 def _tick(progress: Progress | None, stage: str, done: int, total: int) -> None:
@@ -321,20 +340,24 @@ class _Prepared:
     h: PointArrays
 
 
-_prepared: weakref.WeakKeyDictionary[ProvingKey, _Prepared] = weakref.WeakKeyDictionary()
+# Prepared (gmpy2, column-major) copies of proving keys, by identity: hashing a key by
+# value would hash every point on each prove.
+_prepared: dict[int, tuple[weakref.ref[ProvingKey], _Prepared]] = {}
 
 
 def _prepare(pk: ProvingKey) -> _Prepared:
-    got = _prepared.get(pk)
-    if got is None:
-        got = _Prepared(
-            PointArrays.build(G1, pk.a_query),
-            PointArrays.build(G1, pk.b1_query),
-            PointArrays.build(G2, pk.b2_query),
-            PointArrays.build(G1, pk.c_query),
-            PointArrays.build(G1, pk.h_query),
-        )
-        _prepared[pk] = got
+    hit = _prepared.get(id(pk))
+    if hit is not None and hit[0]() is pk:
+        return hit[1]
+    got = _Prepared(
+        PointArrays.build(G1, pk.a_query),
+        PointArrays.build(G1, pk.b1_query),
+        PointArrays.build(G2, pk.b2_query),
+        PointArrays.build(G1, pk.c_query),
+        PointArrays.build(G1, pk.h_query),
+    )
+    key = id(pk)
+    _prepared[key] = (weakref.ref(pk, lambda _: _prepared.pop(key, None)), got)
     return got
 
 
@@ -607,7 +630,7 @@ def load_keys(path: Path) -> tuple[ProvingKey, VerifyingKey]:
 
 
 @contextmanager
-def _locked(path: Path) -> Any:
+def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

@@ -381,7 +381,8 @@ def _combine_buckets(group: Group[P], bkeys: np.ndarray, bcoords: list[list[Any]
         part: Any = sums.get(2 * w)
         for _ in range(h):
             part = group.double(part)
-        acc = group.add(acc, group.add(part, sums.get(2 * w + 1)))
+        low: Any = sums.get(2 * w + 1)
+        acc = group.add(acc, group.add(part, low))
     return acc
 
 

@@ -131,6 +131,14 @@ def test_progress_callback(
     assert "prove:fft" in seen and seen[-1] == "prove:done"
 
 
+def test_rich_progress(
+    circuit: RandomCircuit, keys: tuple[groth16.ProvingKey, groth16.VerifyingKey]
+) -> None:
+    with groth16.rich_progress() as cb:
+        proof = groth16.prove(keys[0], circuit.r1cs, circuit.witness, progress=cb, processes=1)
+    assert groth16.verify(keys[1], circuit.public_inputs, proof)
+
+
 def test_evm_words_round_trip(proof: groth16.Proof) -> None:
     assert groth16.Proof.from_evm_words(proof.to_evm_words()) == proof
     _a, b, _c = proof.to_evm_args()
