@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from app.api.main import create_app
+from app.manifest import Manifest
 from app.services.makers import MakerHub
 from app.settings import Settings
 from scripts.devnet.devnet import Devnet
@@ -101,3 +102,8 @@ def mm_inproc(devnet: Devnet, redis_server: EmbeddedRedis) -> Iterator[InThreadA
 
 def ws_url(api: ApiProcess | InThreadApi) -> str:
     return api.url.replace("http://", "ws://") + "/v1/ws/mm"
+
+
+def manifest_of(devnet: Devnet) -> Manifest:
+    assert devnet.manifest is not None
+    return devnet.manifest

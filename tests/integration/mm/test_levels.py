@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from eth_typing import HexStr
 from web3 import Web3
 
 from scripts.demo_maker import MakerClient, MakerClosed, price_str
 from scripts.devnet.devnet import Devnet
 from tests.conftest import ApiProcess
-from tests.integration.mm.conftest import ws_url
+from tests.integration.mm.conftest import manifest_of, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ async def _mid(api: ApiProcess, chain_id: int) -> Fraction:
     return Fraction(int(book["bids"][0]["price"]), E18) / Fraction(999, 1000)
 
 
-def _levels(chain_id: int, bids: list[list[str]], asks: list[list[str]], ttl: int = 30) -> dict[str, Any]:
+def _levels(chain_id: int, bids: list[list[Any]], asks: list[list[Any]], ttl: int = 30) -> dict[str, Any]:
     return {"chainId": chain_id, "base": "WETH", "quote": "USDC", "bids": bids, "asks": asks, "expiresAt": int(time.time()) + ttl}
 
 
@@ -72,7 +73,7 @@ async def _quote(api: ApiProcess, devnet: Devnet, chain_id: int, sell_amount: in
         "buyChainId": chain_id,
         "buyToken": "USDC",
         "sellAmount": str(sell_amount),
-        "taker": devnet.manifest.traders[0].address,
+        "taker": manifest_of(devnet).traders[0].address,
     }
     async with httpx.AsyncClient(base_url=api.url) as http:
         r = await http.post("/v1/quote", json=body)
@@ -82,7 +83,7 @@ async def _quote(api: ApiProcess, devnet: Devnet, chain_id: int, sell_amount: in
 
 
 async def test_ladder_shows_in_book_and_routes_then_leaves_on_close(mm_api: ApiProcess, devnet: Devnet) -> None:
-    m = devnet.manifest
+    m = manifest_of(devnet)
     cid = m.chains[1].chain_id
     mid = await _mid(mm_api, cid)
     bid = mid * Fraction(101, 100)  # better than every pool: the router must use it
@@ -111,7 +112,7 @@ async def test_ladder_shows_in_book_and_routes_then_leaves_on_close(mm_api: ApiP
 
 
 async def test_invalid_ladders_get_codes_and_the_connection_stays(mm_api: ApiProcess, devnet: Devnet) -> None:
-    m = devnet.manifest
+    m = manifest_of(devnet)
     cid = m.chains[0].chain_id
     client = await MakerClient.open(ws_url(mm_api), m.makers[1].private_key)
     good_bid, good_ask = ["2900.5", str(E18)], ["3100", str(E18)]
@@ -152,7 +153,7 @@ async def test_invalid_ladders_get_codes_and_the_connection_stays(mm_api: ApiPro
 
 
 async def test_commitments_across_pairs_share_the_maker_funds(mm_api: ApiProcess, devnet: Devnet) -> None:
-    m = devnet.manifest
+    m = manifest_of(devnet)
     cid = m.chains[0].chain_id
     client = await MakerClient.open(ws_url(mm_api), m.makers[1].private_key)
     try:
@@ -171,7 +172,7 @@ async def test_commitments_across_pairs_share_the_maker_funds(mm_api: ApiProcess
 
 
 async def test_missed_heartbeats_close_the_socket_and_pull_the_levels(mm_api: ApiProcess, devnet: Devnet) -> None:
-    m = devnet.manifest
+    m = manifest_of(devnet)
     cid = m.chains[2].chain_id
     mid = await _mid(mm_api, cid)
     bid = mid * Fraction(101, 100)
@@ -191,7 +192,7 @@ async def test_missed_heartbeats_close_the_socket_and_pull_the_levels(mm_api: Ap
 
 
 async def test_over_the_rate_limit_cools_down(mm_api: ApiProcess, devnet: Devnet) -> None:
-    m = devnet.manifest
+    m = manifest_of(devnet)
     cid = m.chains[0].chain_id
     client = await MakerClient.open(ws_url(mm_api), m.makers[0].private_key)
     payload = _levels(cid, [["2900", str(E18)]], [["3100", str(E18)]])
@@ -217,7 +218,7 @@ async def test_over_the_rate_limit_cools_down(mm_api: ApiProcess, devnet: Devnet
 async def test_levels_shrink_when_the_maker_moves_funds_away(
     mm_api: ApiProcess, clean_devnet: Devnet
 ) -> None:
-    m = clean_devnet.manifest
+    m = manifest_of(clean_devnet)
     chain = m.chains[2]  # the fastest chain: the transfer lands within a block or two
     cid = chain.chain_id
     maker = m.makers[0]
@@ -235,10 +236,11 @@ async def test_levels_shrink_when_the_maker_moves_funds_away(
         # The maker keeps 10,000 USDC and sends the rest away (Anvil's dev accounts are unlocked).
         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
         token = chain.tokens["USDC"].address
-        balance = int.from_bytes(w3.eth.call({"to": token, "data": "0x70a08231" + maker.address[2:].rjust(64, "0")}), "big")
+        call = {"to": token, "data": HexStr("0x70a08231" + maker.address[2:].rjust(64, "0"))}
+        balance = int.from_bytes(w3.eth.call(call), "big")  # type: ignore[arg-type]
         keep = 10_000 * 10**6
         data = "0xa9059cbb" + m.traders[7].address[2:].lower().rjust(64, "0") + hex(balance - keep)[2:].rjust(64, "0")
-        w3.eth.send_transaction({"from": maker.address, "to": token, "data": data, "gas": 100_000})  # type: ignore[typeddict-item]
+        w3.eth.send_transaction({"from": maker.address, "to": token, "data": HexStr(data), "gas": 100_000})
 
         # What the ladder still offers costs at most what the maker kept.
         most = keep * 10**12 * E18 // int(bid * E18)  # WETH base units 10,000 USDC buys at the bid

@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 from scripts.demo_maker import MakerClient, MakerClosed
 from scripts.devnet.devnet import Devnet
 from tests.conftest import ApiProcess
-from tests.integration.mm.conftest import ws_url
+from tests.integration.mm.conftest import manifest_of, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ async def _refused(client: MakerClient) -> dict[str, Any]:
 
 @pytest.mark.parametrize("scheme", ["eip191", "eip712"])
 async def test_allowlisted_maker_logs_in(mm_api: ApiProcess, devnet: Devnet, scheme: str) -> None:
-    maker = devnet.manifest.makers[0]
+    maker = manifest_of(devnet).makers[0]
     client = await MakerClient.open(ws_url(mm_api), maker.private_key, login=False)
     try:
         ch = client.challenge
@@ -40,7 +40,7 @@ async def test_allowlisted_maker_logs_in(mm_api: ApiProcess, devnet: Devnet, sch
         assert welcome["maker"] == maker.address
         assert welcome["heartbeatSeconds"] == 1.0
         funds = {c["chainId"]: c["funds"] for c in welcome["chains"]}
-        assert set(funds) == set(devnet.manifest.chain_ids)
+        assert set(funds) == set(manifest_of(devnet).chain_ids)
         assert all(int(f["USDC"]["balance"]) > 0 and int(f["USDC"]["allowance"]) > 0 for f in funds.values())
         ref = await client.send("ping", {})
         assert (await client.recv("pong"))["payload"]["ref"] == ref
@@ -49,7 +49,7 @@ async def test_allowlisted_maker_logs_in(mm_api: ApiProcess, devnet: Devnet, sch
 
 
 async def test_wrong_signature_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    m = devnet.manifest
+    m = manifest_of(devnet)
     client = await MakerClient.open(ws_url(mm_api), m.makers[0].private_key, login=False)
     payload = client.login_payload(key=m.makers[1].private_key)  # signed by another maker
     payload["address"] = m.makers[0].address
@@ -58,7 +58,7 @@ async def test_wrong_signature_is_refused(mm_api: ApiProcess, devnet: Devnet) ->
 
 
 async def test_garbage_signature_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    client = await MakerClient.open(ws_url(mm_api), devnet.manifest.makers[0].private_key, login=False)
+    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
     payload = client.login_payload()
     payload["signature"] = "0x" + "11" * 65
     await client.send("login", payload)
@@ -66,14 +66,14 @@ async def test_garbage_signature_is_refused(mm_api: ApiProcess, devnet: Devnet) 
 
 
 async def test_unknown_address_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    trader = devnet.manifest.traders[0]  # a valid key and signature, not on the allowlist
+    trader = manifest_of(devnet).traders[0]  # a valid key and signature, not on the allowlist
     client = await MakerClient.open(ws_url(mm_api), trader.private_key, login=False)
     await client.send("login", client.login_payload())
     assert (await _refused(client))["code"] == "UNKNOWN_MAKER"
 
 
 async def test_replayed_login_from_another_connection_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    key = devnet.manifest.makers[0].private_key
+    key = manifest_of(devnet).makers[0].private_key
     first = await MakerClient.open(ws_url(mm_api), key, login=False)
     captured = first.login_payload()
     await first.close()
@@ -87,7 +87,7 @@ async def test_replayed_login_from_another_connection_is_refused(mm_api: ApiProc
 
 
 async def test_expired_challenge_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    client = await MakerClient.open(ws_url(mm_api), devnet.manifest.makers[0].private_key, login=False)
+    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
     payload = client.login_payload()
     await asyncio.sleep(3.2)  # the test API's challenge lives 3 s: the server gives up first
     assert (await _refused(client))["code"] == "CHALLENGE_EXPIRED"
@@ -102,19 +102,19 @@ async def test_expired_challenge_is_refused(mm_api: ApiProcess, devnet: Devnet) 
 async def test_anything_before_login_is_refused(
     mm_api: ApiProcess, devnet: Devnet, typ: str, payload: dict[str, Any]
 ) -> None:
-    client = await MakerClient.open(ws_url(mm_api), devnet.manifest.makers[0].private_key, login=False)
+    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
     await client.send(typ, payload)
     assert (await _refused(client))["code"] == "AUTH_REQUIRED"
 
 
 async def test_malformed_frame_before_login_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    client = await MakerClient.open(ws_url(mm_api), devnet.manifest.makers[0].private_key, login=False)
+    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
     await client.ws.send("{not json")
     assert (await _refused(client))["code"] == "BAD_MESSAGE"
 
 
 async def test_second_login_of_the_same_maker_supersedes_the_first(mm_api: ApiProcess, devnet: Devnet) -> None:
-    key = devnet.manifest.makers[2].private_key
+    key = manifest_of(devnet).makers[2].private_key
     first = await MakerClient.open(ws_url(mm_api), key)
     second = await MakerClient.open(ws_url(mm_api), key)
     try:
