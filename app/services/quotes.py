@@ -182,6 +182,7 @@ class QuoteService:
         self.operator = address_of_key(operator_key)
         self.ttl = ttl_seconds
         self.fee_bps = protocol_fee_bps
+        self._domains: dict[int, Domain] = {}
         self.policies = {
             c.chain_id: policy_for(c.chain_id, c.block_time, c.finality_depth, proof_seconds=proof_seconds)
             for c in manifest.chains
@@ -214,8 +215,12 @@ class QuoteService:
         return book.asset(info.symbol, ChainId(chain.chain_id))
 
     def domain(self, chain_id: int) -> Domain:
-        c = self.manifest.chain(chain_id)
-        return Domain(chain_id=chain_id, verifying_contract=c.contracts.get("settlement", c.inventory))
+        # One Domain per chain: its separator (two keccaks) is computed once, not per quote.
+        d = self._domains.get(chain_id)
+        if d is None:
+            c = self.manifest.chain(chain_id)
+            d = self._domains[chain_id] = Domain(chain_id=chain_id, verifying_contract=c.contracts.get("settlement", c.inventory))
+        return d
 
     # -- quoting ---------------------------------------------------------------------------
 

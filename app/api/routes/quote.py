@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app.api.deps import ServicesDep
+from app.api.responses import JsonBytes
 from app.api.schemas import QuoteBody, QuoteQuery
 from app.services.quotes import QuoteRequest
 
@@ -29,11 +30,11 @@ def _request(body: QuoteBody) -> QuoteRequest:
     )
 
 
-@router.post("/v1/quote", summary="Quote a swap across every chain's liquidity")
-async def post_quote(body: QuoteBody, services: ServicesDep) -> dict[str, Any]:
-    return await services.quotes.quote(_request(body))
+@router.post("/v1/quote", summary="Quote a swap across every chain's liquidity", response_class=JsonBytes)
+async def post_quote(body: QuoteBody, services: ServicesDep) -> JsonBytes:
+    return JsonBytes(await services.quotes.quote(_request(body)))
 
 
-@router.get("/v1/quote", summary="Quote a swap (query-parameter form)")
-async def get_quote(params: Annotated[QuoteQuery, Query()], services: ServicesDep) -> dict[str, Any]:
-    return await services.quotes.quote(_request(params))
+@router.get("/v1/quote", summary="Quote a swap (query-parameter form)", response_class=JsonBytes)
+async def get_quote(params: Annotated[QuoteQuery, Query()], services: ServicesDep) -> JsonBytes:
+    return JsonBytes(await services.quotes.quote(_request(params)))

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError, ErrorCode
+from app.api.responses import JsonBytes
 from app.api.schemas import OrderBody, SwapBody, _address
 from app.domain.order import Order
 from app.services.quotes import parse_amount
@@ -42,9 +43,11 @@ def _order(body: OrderBody) -> Order:
     )
 
 
-@router.post("/v1/swap", summary="Confirm a signed order against its quote (instant, durable, signed receipt)")
-async def swap(body: SwapBody, services: ServicesDep) -> dict[str, Any]:
-    return await services.orders.confirm(body.quoteId, _order(body.order), body.signature)
+@router.post(
+    "/v1/swap", summary="Confirm a signed order against its quote (instant, durable, signed receipt)", response_class=JsonBytes
+)
+async def swap(body: SwapBody, services: ServicesDep) -> JsonBytes:
+    return JsonBytes(await services.orders.confirm(body.quoteId, _order(body.order), body.signature))
 
 
 @router.get("/v1/orders/{order_id}", summary="An order's state, legs, confirmations and receipt")
