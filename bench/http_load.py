@@ -17,6 +17,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -199,7 +200,7 @@ def main() -> None:
     args = ap.parse_args()
     u = urlparse(args.url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
-    manifest = json.load(open(args.manifest)) if args.manifest else {}
+    manifest = json.loads(Path(args.manifest).read_text()) if args.manifest else {}
     try:
         import uvloop
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # name -> (full-run arguments, quick-run arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "devnet": ([], ["--runs", "1"]),
+    "api": ([], ["--quick"]),
     "routing": ([], ["--quick"]),
     "prover": ([], ["--sizes", "10"]),
 }
