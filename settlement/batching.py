@@ -1,0 +1,231 @@
+"""Batching: when and what to cut from a chain's order log, and the pipeline's Redis keys.
+
+A batch is the contiguous range of one chain's order log that starts at the vault's
+on-chain cursor. It is cut when the chain's `WindowPolicy` says so (enough legs pending,
+or the oldest has waited `max_wait`), capped at the largest circuit capacity. Only one
+batch per chain is in flight (cut, proven, submitted, not yet mined): the next batch
+starts where this one ends, which is only known for sure once it is on chain. A per-chain
+Redis lock (`stl:{chain}:lock`, holding the batch number) enforces that; the lifecycle
+releases it when the batch is mined, so cutting the next batch overlaps with the
+previous one's finality wait.
+
+Redis keys of the pipeline (the ledger's own keys are in app/services/ledger.py):
+
+    stl:{chain}:lock              -> batch number in flight (no TTL: released by the pipeline)
+    stl:{chain}:batch:seq         -> last batch number used
+    stl:{chain}:batch:{n}         -> batch JSON (range, heads, proof, tx, state, timings)
+    stl:{chain}:open              -> set of batch numbers submitted but not final
+    stl:{chain}:proving:{n}       -> prover heartbeat (TTL): someone is proving batch n
+    stl:{chain}:nonce             -> the operator's next nonce on this chain
+    stl:{chain}:confirms          -> set of pullRefs whose payouts are final elsewhere
+    stl:{chain}:expect            -> hash token index -> vault balance change the ledger expects
+    stl:{chain}:recon             -> last reconciliation report (JSON)
+    stl:prooftime:{capacity}      -> measured proof seconds (moving average)
+    stl:idem:{key}                -> idempotency keys of finished task steps
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from settlement.window import WindowPolicy
+from settlement.zk.batch import CAPACITIES, Batch
+from settlement.zk.legs import Leg, LegKind
+
+__all__ = [
+    "BatchState",
+    "CutPlan",
+    "Keys",
+    "cut_batch",
+    "leg_from_json",
+    "load_batch",
+    "oldest_pending_at",
+    "plan_cut",
+    "save_batch",
+]
+
+MAX_BATCH = max(CAPACITIES)
+
+
+class BatchState:
+    """A batch's progress. Strings, stored in the batch JSON."""
+
+    CUT = "cut"  # range fixed, not proven yet
+    PROVED = "proved"
+    SIGNED = "signed"  # raw transaction stored (and maybe sent)
+    MINED = "mined"  # in a block, events applied
+    FINAL = "final"  # at the chain's finality depth
+    REVERTED = "reverted"  # the transaction reverted; the range will be cut again
+
+
+class Keys:
+    """Key names, in one place."""
+
+    @staticmethod
+    def lock(chain: int) -> str:
+        return f"stl:{chain}:lock"
+
+    @staticmethod
+    def seq(chain: int) -> str:
+        return f"stl:{chain}:batch:seq"
+
+    @staticmethod
+    def batch(chain: int, n: int) -> str:
+        return f"stl:{chain}:batch:{n}"
+
+    @staticmethod
+    def open(chain: int) -> str:
+        return f"stl:{chain}:open"
+
+    @staticmethod
+    def proving(chain: int, n: int) -> str:
+        return f"stl:{chain}:proving:{n}"
+
+    @staticmethod
+    def nonce(chain: int) -> str:
+        return f"stl:{chain}:nonce"
+
+    @staticmethod
+    def confirms(chain: int) -> str:
+        return f"stl:{chain}:confirms"
+
+    @staticmethod
+    def expect(chain: int) -> str:
+        return f"stl:{chain}:expect"
+
+    @staticmethod
+    def recon(chain: int) -> str:
+        return f"stl:{chain}:recon"
+
+    @staticmethod
+    def prooftime(capacity: int) -> str:
+        return f"stl:prooftime:{capacity}"
+
+    @staticmethod
+    def idem(key: str) -> str:
+        return f"stl:idem:{key}"
+
+    @staticmethod
+    def log_legs(chain: int) -> str:
+        return f"log:{chain}:legs"
+
+    @staticmethod
+    def log_next(chain: int) -> str:
+        return f"log:{chain}:next"
+
+    @staticmethod
+    def order(order_id: str) -> str:
+        return f"order:{order_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CutPlan:
+    start: int
+    end: int  # exclusive
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+
+def plan_cut(
+    policy: WindowPolicy, cursor: int, log_next: int, oldest_wait: float, *, max_batch: int = MAX_BATCH
+) -> CutPlan | None:
+    """The range to cut now, or None. Pure.
+
+    pending = log_next − cursor legs wait; the policy decides on the count and the oldest
+    leg's age, and a batch never exceeds `max_batch` (the largest circuit).
+    """
+    pending = log_next - cursor
+    if pending <= 0 or not policy.should_cut(pending, oldest_wait):
+        return None
+    return CutPlan(cursor, cursor + min(pending, max_batch))
+
+
+def leg_from_json(doc: dict[str, Any]) -> Leg:
+    """A log entry (ledger.py's leg JSON) as the circuit's Leg."""
+    return Leg(
+        kind=LegKind.PULL if doc["kind"] == "pull" else LegKind.PAYOUT,
+        account=int(doc["account"], 16),
+        token=int(doc["token"]),
+        amount=int(doc["amount"]),
+        min_amount=int(doc.get("minAmount", "0")),
+        order_ref=int(doc["orderRef"]),
+    )
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def oldest_pending_at(r: Any, chain: int, cursor: int) -> float | None:
+    """When the leg at `cursor` (the oldest pending one) entered the log, in seconds."""
+    raw = r.hget(Keys.log_legs(chain), str(cursor))
+    if raw is None:
+        return None
+    leg = json.loads(raw)
+    if "at" in leg:  # payout legs carry their append time
+        return float(leg["at"]) / 1000
+    doc = r.get(Keys.order(leg["orderId"]))
+    return float(json.loads(doc)["confirmedAt"]) / 1000 if doc else time.time()
+
+
+def load_batch(r: Any, chain: int, n: int) -> dict[str, Any] | None:
+    raw = r.get(Keys.batch(chain, n))
+    return json.loads(raw) if raw else None
+
+
+def save_batch(r: Any, doc: dict[str, Any]) -> None:
+    r.set(Keys.batch(doc["chainId"], doc["number"]), json.dumps(doc, separators=(",", ":")))
+
+
+def cut_batch(
+    r: Any, policy: WindowPolicy, cursor: tuple[int, int], *, now: float | None = None
+) -> dict[str, Any] | None:
+    """Cut the next batch of `policy.chain_id` from on-chain `cursor` (index, head), if the
+    window says so and no batch is in flight. Returns the new batch JSON or None.
+
+    The lock is taken with SET NX before anything is written: two tickers racing here cut
+    one batch. The range's legs are copied into the batch document, so the proof and the
+    transaction are built from exactly what was cut.
+    """
+    chain = policy.chain_id
+    now = time.time() if now is None else now
+    index, head = cursor
+    if r.exists(Keys.lock(chain)):
+        return None
+    log_next = int(r.get(Keys.log_next(chain)) or 0)
+    if log_next <= index:
+        return None
+    at = oldest_pending_at(r, chain, index)
+    plan = plan_cut(policy, index, log_next, now - at if at is not None else 0.0)
+    if plan is None:
+        return None
+    n = int(r.incr(Keys.seq(chain)))
+    if not r.set(Keys.lock(chain), str(n), nx=True):
+        return None  # a racing ticker won; batch number n stays unused
+    raw = r.hmget(Keys.log_legs(chain), [str(i) for i in range(plan.start, plan.end)])
+    if any(x is None for x in raw):
+        # A gap would make the hash chain diverge from the receipts: refuse, loudly.
+        r.delete(Keys.lock(chain))
+        raise RuntimeError(f"chain {chain}: order log has a gap in [{plan.start}, {plan.end})")
+    legs = [json.loads(x) for x in raw]
+    new_head = Batch(chain, plan.start, head, tuple(leg_from_json(x) for x in legs)).new_head
+    doc: dict[str, Any] = {
+        "chainId": chain,
+        "number": n,
+        "start": plan.start,
+        "count": plan.count,
+        "oldHead": str(head),
+        "newHead": str(new_head),
+        "legs": legs,
+        "state": BatchState.CUT,
+        "cutAt": now,
+        "oldestWait": round(now - at, 3) if at is not None else 0.0,
+        "history": [{"state": BatchState.CUT, "at": now}],
+    }
+    save_batch(r, doc)
+    return doc

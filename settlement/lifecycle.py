@@ -1,0 +1,372 @@
+"""Order lifecycle: what a mined or final batch means for its orders, legs and holds.
+
+    confirmed ──pull settled──▶ pull_settled ──payout settled──▶ settled ──both final──▶ finalized
+        │
+        └──pull failed on chain (PullFailed)──▶ failed   (nothing taken; payout never enqueued)
+
+`refunded` (the trader reclaimed a pulled order from the vault) is terminal too. Terminal
+states never change (`transition` refuses). The pure part is `transition`; the rest
+applies a batch's on-chain outcome to the Redis documents, one order at a time, each in a
+WATCH/MULTI transaction so a crash between two orders leaves every order either fully
+updated or untouched, and a replay (a redelivered task, a reorged batch mined again)
+finds its work done and only refreshes the block fields.
+
+Per order, on its pull's batch mined: release the trader's `held:*`, add the amount to the
+vault's expected balance, append the PAYOUT leg to the buy chain's log (same keys and
+format as the ledger's pull legs; the WATCH on `log:{chain}:next` keeps indices gapless
+against the API's confirm script). On its payout mined: release `invheld:*`, subtract
+from the expected balance. On a failed pull: release both holds, fail the order with the
+reason. When both legs are final: `finalized`, and the pull's ref is queued so the sell
+chain's vault closes it (`confirms` of the next settle there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from app.domain.order import TERMINAL_STATES, Order, OrderState, payout_leg
+from settlement.batching import Keys
+from settlement.vault import NO_REF, Paid, PayoutSkipped, Pulled, PullFailed, VaultEvent
+from settlement.zk.legs import leaf
+from settlement.zk.poseidon import poseidon
+
+__all__ = [
+    "ALLOWED",
+    "IllegalTransition",
+    "LegOutcome",
+    "MinedInfo",
+    "apply_final",
+    "apply_mined",
+    "outcomes",
+    "transition",
+]
+
+log = logging.getLogger("crossbook.lifecycle")
+
+S = OrderState
+ALLOWED: dict[OrderState, frozenset[OrderState]] = {
+    S.CONFIRMED: frozenset({S.PULL_SETTLED, S.FAILED, S.REFUNDED}),
+    S.PULL_SETTLED: frozenset({S.SETTLED, S.REFUNDED}),
+    S.SETTLED: frozenset({S.FINALIZED}),
+    S.FINALIZED: frozenset(),
+    S.FAILED: frozenset(),
+    S.REFUNDED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """A state change the lifecycle does not allow (e.g. out of a terminal state)."""
+
+
+def transition(current: OrderState | str, target: OrderState | str) -> bool:
+    """True if `current → target` is a step to take, False if already there. Pure."""
+    cur, tgt = OrderState(current), OrderState(target)
+    if cur == tgt:
+        return False
+    if tgt not in ALLOWED[cur]:
+        kind = "terminal" if cur in TERMINAL_STATES else "current"
+        raise IllegalTransition(f"{kind} state {cur.value} cannot become {tgt.value}")
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class MinedInfo:
+    chain_id: int
+    batch: int
+    tx_hash: str
+    block: int
+    block_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegOutcome:
+    """What the vault did with one leg of a batch."""
+
+    index: int  # position in the chain's log
+    leg: dict[str, Any]  # the log entry
+    ok: bool
+    reason: str = ""
+    pull_ref: int | None = None
+
+
+_FAIL_TEXT = {
+    1: "BAD_SIGNATURE: the order's signature did not recover to the trader on chain",
+    2: "EXPIRED: the order's deadline passed before its pull was settled",
+    3: "NONCE_USED: the order's nonce was already used on chain",
+    4: "TRANSFER_FAILED: transferFrom failed (allowance or balance too low at settlement)",
+}
+
+
+def outcomes(start: int, legs: Sequence[dict[str, Any]], events: Sequence[VaultEvent]) -> list[LegOutcome]:
+    """Match the settle transaction's events to the batch's legs. Pure.
+
+    Pulls are matched by order hash (Pulled has no leg index) or by leg index (PullFailed);
+    payouts by leg index. A leg without an event is an error: the vault emits one per leg.
+    """
+    pulled = {e.order_hash.hex(): e for e in events if isinstance(e, Pulled)}
+    failed = {e.leg_index: e for e in events if isinstance(e, PullFailed)}
+    paid = {e.leg_index for e in events if isinstance(e, Paid)}
+    skipped = {e.leg_index for e in events if isinstance(e, PayoutSkipped)}
+    out = []
+    for k, leg in enumerate(legs):
+        i = start + k
+        if leg["kind"] == "pull":
+            if i in failed:
+                reason = _FAIL_TEXT.get(int(failed[i].reason), f"reason {int(failed[i].reason)}")
+                out.append(LegOutcome(i, leg, False, reason))
+                continue
+            ev = pulled.get(leg["orderId"].lower().removeprefix("0x"))
+            if ev is None:
+                raise ValueError(f"leg {i}: no Pulled/PullFailed event for order {leg['orderId']}")
+            out.append(LegOutcome(i, leg, True, pull_ref=None if ev.pull_ref == NO_REF else ev.pull_ref))
+        elif i in paid:
+            out.append(LegOutcome(i, leg, True))
+        elif i in skipped:
+            out.append(LegOutcome(i, leg, False, "payout skipped: its pull failed"))
+        else:
+            raise ValueError(f"leg {i}: no Paid/PayoutSkipped event")
+    return out
+
+
+# -- Redis application -----------------------------------------------------------------
+
+
+def _big(v: Any) -> int:
+    return int(v.decode() if isinstance(v, bytes) else v) if v is not None else 0
+
+
+def _update(r: Any, order_id: str, step: Callable[[dict[str, Any], Any, Any], list[tuple[str, Any]] | None], watch: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Run `step(doc, reader, pipe)` on the order in a WATCH/MULTI transaction; retried
+    on a concurrent write. `step` reads through `reader` (the watching pipeline), queues
+    writes on `pipe` and returns None for "nothing to do". Returns the new doc."""
+    key = Keys.order(order_id)
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(key, *watch)
+                raw = p.get(key)
+                if raw is None:
+                    p.unwatch()
+                    log.error("order %s missing from the ledger", order_id)
+                    return None
+                doc = json.loads(raw)
+                p.multi()
+                if step(doc, _Reader(r), p) is None:
+                    p.reset()
+                    return doc
+                p.set(key, json.dumps(doc, separators=(",", ":")))
+                p.publish(f"orders:{doc['order']['trader'].lower()}", json.dumps({"orderId": order_id, "state": doc["state"]}))
+                p.execute()
+                return doc
+            except WatchError:
+                continue
+
+
+class _Reader:
+    """Reads inside a watched transaction: plain reads on the client are fine because any
+    change to a watched key aborts the MULTI; keys read here are also watched."""
+
+    def __init__(self, r: Any) -> None:
+        self.r = r
+
+    def get(self, key: str) -> Any:
+        return self.r.get(key)
+
+    def hget(self, key: str, field: str) -> Any:
+        return self.r.hget(key, field)
+
+
+def _set_state(doc: dict[str, Any], state: OrderState, *, reason: str = "", now_ms: int) -> bool:
+    if not transition(doc["state"], state):
+        return False
+    doc["state"] = state.value
+    if reason:
+        doc["reason"] = reason
+    doc["history"].append({"state": state.value, "at": now_ms, **({"reason": reason} if reason else {})})
+    return True
+
+
+def _leg(doc: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(x for x in doc["legs"] if x["kind"] == kind)
+
+
+def _order_of(doc: dict[str, Any]) -> Order:
+    o = doc["order"]
+    return Order(
+        trader=o["trader"], sell_chain_id=int(o["sellChainId"]), sell_token=o["sellToken"],
+        sell_amount=int(o["sellAmount"]), buy_chain_id=int(o["buyChainId"]), buy_token=o["buyToken"],
+        min_buy_amount=int(o["minBuyAmount"]), recipient=o["recipient"], nonce=int(o["nonce"]),
+        deadline=int(o["deadline"]), quote_id=o["quoteId"],
+    )
+
+
+def _held_key(doc: dict[str, Any]) -> str:
+    o = doc["order"]
+    return f"held:{o['sellChainId']}:{o['sellToken'].lower()}:{o['trader'].lower()}"
+
+
+def _invheld_key(doc: dict[str, Any]) -> str:
+    o = doc["order"]
+    return f"invheld:{o['buyChainId']}:{o['buyToken'].lower()}"
+
+
+def _release(reader: _Reader, pipe: Any, key: str, amount: int) -> None:
+    left = _big(reader.get(key)) - amount
+    if left < 0:  # never below zero: a hold released twice would free someone else's funds
+        log.error("%s would go below zero (%d); clamped", key, left)
+        left = 0
+    pipe.set(key, str(left))
+
+
+def _expect(reader: _Reader, pipe: Any, chain: int, token: int, delta: int) -> None:
+    key = Keys.expect(chain)
+    cur = _big(reader.hget(key, str(token)))
+    pipe.hset(key, str(token), str(cur + delta))
+
+
+def _mark(leg: dict[str, Any], info: MinedInfo, state: str) -> None:
+    leg.update(state=state, batch=info.batch, txHash=info.tx_hash, block=info.block, blockHash=info.block_hash)
+
+
+def apply_mined(r: Any, info: MinedInfo, outs: Sequence[LegOutcome], asset_index: dict[str, int]) -> None:
+    """Apply a mined batch's leg outcomes to the orders (idempotent)."""
+    now_ms = int(time.time() * 1000)
+    for o in outs:
+        oid = o.leg["orderId"]
+        if o.leg["kind"] == "pull":
+            if o.ok:
+                _pull_settled(r, oid, o, info, asset_index, now_ms)
+            else:
+                _pull_failed(r, oid, o, info, now_ms)
+        elif o.ok:
+            _payout_settled(r, oid, o, info, now_ms)
+        else:
+            log.error("order %s: payout leg %d skipped on chain %d", oid, o.index, info.chain_id)
+
+
+def _pull_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: dict[str, int], now_ms: int) -> None:
+    raw = r.get(Keys.order(oid))
+    if raw is None:
+        log.error("order %s missing", oid)
+        return
+    first = json.loads(raw)
+    buy_chain = int(first["order"]["buyChainId"])
+    watch = [_held_key(first), Keys.expect(info.chain_id), Keys.log_next(buy_chain)]
+
+    def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
+        pull = _leg(doc, "pull")
+        if pull.get("txHash") == info.tx_hash:
+            if pull.get("blockHash") == info.block_hash:
+                return None
+            _mark(pull, info, pull["state"])  # the same tx, mined again after a reorg
+            return []
+        if doc["state"] != S.CONFIRMED.value:
+            return None
+        _mark(pull, info, "settled")
+        if o.pull_ref is not None:
+            pull["pullRef"] = str(o.pull_ref)
+        _set_state(doc, S.PULL_SETTLED, now_ms=now_ms)
+        _release(rd, p, _held_key(doc), int(o.leg["amount"]))
+        _expect(rd, p, info.chain_id, int(o.leg["token"]), int(o.leg["amount"]))
+        # The payout now has funds behind it: it enters the buy chain's log.
+        order = _order_of(doc)
+        leg = payout_leg(order, asset_index[doc["buySymbol"]], bytes.fromhex(oid[2:]), int(doc["buyAmount"]))
+        index = int(rd.get(Keys.log_next(buy_chain)) or 0)
+        entry = {
+            "index": index, "kind": "payout", "orderId": oid, "account": order.recipient,
+            "token": leg.token, "amount": str(leg.amount), "minAmount": str(leg.min_amount),
+            "orderRef": str(leg.order_ref), "leafHash": str(poseidon(list(leaf(leg)))), "at": now_ms,
+        }
+        p.hset(Keys.log_legs(buy_chain), str(index), json.dumps(entry, separators=(",", ":")))
+        p.set(Keys.log_next(buy_chain), str(index + 1))
+        payout = _leg(doc, "payout")
+        payout.update(logIndex=index, state="pending", leafHash=entry["leafHash"])
+        return []
+
+    _update(r, oid, step, watch)
+
+
+def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: int) -> None:
+    raw = r.get(Keys.order(oid))
+    if raw is None:
+        return
+    first = json.loads(raw)
+
+    def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
+        pull = _leg(doc, "pull")
+        if pull.get("txHash") == info.tx_hash:
+            if pull.get("blockHash") == info.block_hash:
+                return None
+            _mark(pull, info, pull["state"])
+            return []
+        if doc["state"] != S.CONFIRMED.value:
+            return None
+        _mark(pull, info, "failed")
+        pull["reason"] = o.reason
+        _leg(doc, "payout").update(state="cancelled")
+        _set_state(doc, S.FAILED, reason=f"pull failed on chain {info.chain_id}: {o.reason}; nothing was taken", now_ms=now_ms)
+        _release(rd, p, _held_key(doc), int(doc["order"]["sellAmount"]))
+        _release(rd, p, _invheld_key(doc), int(doc["buyAmount"]))
+        return []
+
+    _update(r, oid, step, [_held_key(first), _invheld_key(first)])
+
+
+def _payout_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: int) -> None:
+    raw = r.get(Keys.order(oid))
+    if raw is None:
+        return
+    first = json.loads(raw)
+
+    def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
+        payout = _leg(doc, "payout")
+        if payout.get("txHash") == info.tx_hash:
+            if payout.get("blockHash") == info.block_hash:
+                return None
+            _mark(payout, info, payout["state"])
+            return []
+        if doc["state"] != S.PULL_SETTLED.value:
+            return None
+        _mark(payout, info, "settled")
+        _set_state(doc, S.SETTLED, now_ms=now_ms)
+        _release(rd, p, _invheld_key(doc), int(doc["buyAmount"]))
+        _expect(rd, p, info.chain_id, int(o.leg["token"]), -int(o.leg["amount"]))
+        return []
+
+    _update(r, oid, step, [_invheld_key(first), Keys.expect(info.chain_id)])
+
+
+def apply_final(r: Any, chain_id: int, batch: int, legs: Sequence[dict[str, Any]], final_block: int) -> None:
+    """The batch is at finality depth: mark its legs final; finalize orders whose both legs
+    are; queue their pulls for confirmation on the sell chain."""
+    now_ms = int(time.time() * 1000)
+    for entry in legs:
+        oid = entry["orderId"]
+        kind = entry["kind"]
+        queued: list[tuple[int, str]] = []
+
+        def step(doc: dict[str, Any], rd: _Reader, p: Any, kind: str = kind, queued: list[tuple[int, str]] = queued) -> list[tuple[str, Any]] | None:
+            leg = _leg(doc, kind)
+            if leg.get("batch") != batch or leg.get("state") not in ("settled", "failed"):
+                return None
+            leg["state"] = "final" if leg["state"] == "settled" else "failed_final"
+            leg["finalAt"] = now_ms
+            leg["finalBlock"] = final_block
+            pull, payout = _leg(doc, "pull"), _leg(doc, "payout")
+            if pull.get("state") == "final" and payout.get("state") == "final" and doc["state"] == S.SETTLED.value:
+                _set_state(doc, S.FINALIZED, now_ms=now_ms)
+                doc["trustWindowMs"] = now_ms - int(doc["confirmedAt"])
+                if pull.get("pullRef") is not None:
+                    sell = int(doc["order"]["sellChainId"])
+                    p.sadd(Keys.confirms(sell), pull["pullRef"])
+                    queued.append((sell, pull["pullRef"]))
+            return []
+
+        _update(r, oid, step)

@@ -1,0 +1,355 @@
+"""Submission: sign and send `settle`, follow it to finality, survive reorgs.
+
+- **Nonces.** One operator account per chain, one writer: `NonceManager` hands out nonces
+  from a Redis counter seeded from the chain (`pending` count). A transaction is signed,
+  and its raw bytes and hash stored in the batch document, *before* it is sent; so a crash
+  at any line leaves either nothing (the next attempt signs again with a fresh nonce only
+  if none was stored) or a raw transaction that the follower re-broadcasts. Nonces are
+  never skipped: a stored raw transaction is always eventually sent.
+- **Following.** Each tick looks at every open batch of the chain: no receipt yet → wait,
+  re-broadcast after a few blocks; a receipt → the batch is mined (events applied by the
+  lifecycle, the chain's batch lock released); `confirmations ≥ finality depth` → final.
+- **Reorgs.** A mined batch whose receipt vanished, or whose block hash at its height
+  changed, was reorged out: it goes back to `signed` and its raw transaction is sent again
+  (same nonce, same proof: the cursor it builds on is restored by the re-sent earlier
+  batches, which go first in nonce order). Re-mined, the lifecycle refreshes the legs'
+  blocks and finality counts again from the new block.
+- **Duplicates.** A second submission of a settled range reverts on the vault's cursor
+  check; the on-chain cursor then tells that the range is settled, and nothing is redone.
+
+`ChainPort` is the I/O edge (web3 here, a fake in unit tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eth_account import Account
+from eth_typing import HexStr
+from redis.exceptions import WatchError
+from web3 import Web3
+from web3.exceptions import TransactionNotFound
+
+from settlement import lifecycle
+from settlement.batching import BatchState, Keys, load_batch
+from settlement.prover_service import batch_of
+from settlement.vault import Order, SignedOrder, decode_logs, encode_settle, settle_call
+
+__all__ = [
+    "ChainContext",
+    "ChainPort",
+    "NonceManager",
+    "SubmitError",
+    "Web3Chain",
+    "follow_open",
+    "submit_batch",
+]
+
+log = logging.getLogger("crossbook.submitter")
+
+# Blocks without a receipt before a signed transaction is sent again.
+REBROADCAST_BLOCKS = 3
+MAX_CONFIRMS_PER_BATCH = 32
+
+
+class SubmitError(RuntimeError):
+    """A chain call failed in a way that a retry may fix (RPC down, timeout)."""
+
+
+class ChainPort(Protocol):
+    def head(self) -> int: ...
+    def block_hash(self, number: int) -> str | None: ...
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None: ...
+    def send_raw(self, raw: str) -> None: ...
+    def pending_nonce(self, address: str) -> int: ...
+    def cursor(self, vault: str, block: int | str = "latest") -> tuple[int, int]: ...
+    def estimate(self, tx: dict[str, Any]) -> int: ...
+    def gas_price(self) -> int: ...
+    def balance(self, token: str, holder: str, block: int | str = "latest") -> int: ...
+
+
+class Web3Chain:
+    """`ChainPort` over JSON-RPC (web3, HTTP)."""
+
+    def __init__(self, rpc_url: str, timeout: float = 10.0) -> None:
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+
+    def head(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> str | None:
+        try:
+            return str(self.w3.eth.get_block(number)["hash"].to_0x_hex())
+        except Exception:
+            return None
+
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        try:
+            rc = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        return {
+            "status": int(rc["status"]),
+            "blockNumber": int(rc["blockNumber"]),
+            "blockHash": rc["blockHash"].to_0x_hex(),
+            "gasUsed": int(rc["gasUsed"]),
+            "logs": [
+                {"address": x["address"], "topics": [bytes(t) for t in x["topics"]], "data": bytes(x["data"])}
+                for x in rc["logs"]
+            ],
+        }
+
+    def send_raw(self, raw: str) -> None:
+        try:
+            self.w3.eth.send_raw_transaction(HexStr(raw))
+        except Exception as e:
+            msg = str(e).lower()
+            # Already in the pool or already mined: the transaction is out there, fine.
+            if "already known" in msg or "nonce too low" in msg or "already imported" in msg:
+                return
+            raise
+
+    def pending_nonce(self, address: str) -> int:
+        return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending"))
+
+    def cursor(self, vault: str, block: int | str = "latest") -> tuple[int, int]:
+        data = Web3.keccak(text="cursor()")[:4]
+        out = self.w3.eth.call({"to": Web3.to_checksum_address(vault), "data": data}, block)  # type: ignore[arg-type]
+        return int.from_bytes(out[:32], "big"), int.from_bytes(out[32:64], "big")
+
+    def estimate(self, tx: dict[str, Any]) -> int:
+        return int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+
+    def gas_price(self) -> int:
+        return int(self.w3.eth.gas_price)
+
+    def balance(self, token: str, holder: str, block: int | str = "latest") -> int:
+        data = Web3.keccak(text="balanceOf(address)")[:4] + bytes(12) + bytes.fromhex(holder[2:])
+        out = self.w3.eth.call({"to": Web3.to_checksum_address(token), "data": data}, block)  # type: ignore[arg-type]
+        return int.from_bytes(out[:32], "big")
+
+
+@dataclass
+class ChainContext:
+    """What the pipeline needs to know about one chain."""
+
+    chain_id: int
+    vault: str
+    operator: str
+    operator_key: str
+    finality_depth: int
+    block_time: float
+    asset_index: dict[str, int]  # symbol -> token index (manifest asset order)
+    tokens: list[str]  # token index -> ERC-20 address
+    port: ChainPort
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class NonceManager:
+    """The operator's nonces on one chain, handed out from Redis.
+
+    Seeded from the chain's pending count the first time; afterwards only `allocate`
+    moves it, and only while the caller holds the chain's batch lock (single writer).
+    `resync` takes the chain's count when it is ahead (someone else used the key).
+    """
+
+    def __init__(self, r: Any, chain_id: int, port: ChainPort, address: str) -> None:
+        self.r, self.key, self.port, self.address = r, Keys.nonce(chain_id), port, address
+
+    def allocate(self) -> int:
+        if self.r.get(self.key) is None:
+            self.r.set(self.key, str(self.port.pending_nonce(self.address)), nx=True)
+        return int(self.r.incr(self.key)) - 1
+
+    def resync(self) -> None:
+        chain = self.port.pending_nonce(self.address)
+        cur = self.r.get(self.key)
+        if cur is None or int(cur) < chain:
+            self.r.set(self.key, str(chain))
+
+
+def _signed_orders(r: Any, legs: list[dict[str, Any]]) -> dict[int, SignedOrder]:
+    out: dict[int, SignedOrder] = {}
+    for k, leg in enumerate(legs):
+        if leg["kind"] != "pull":
+            continue
+        doc = json.loads(r.get(Keys.order(leg["orderId"])))
+        o = doc["order"]
+        order = Order(
+            trader=o["trader"], sell_chain_id=int(o["sellChainId"]), sell_token=o["sellToken"],
+            sell_amount=int(o["sellAmount"]), buy_chain_id=int(o["buyChainId"]), buy_token=o["buyToken"],
+            min_buy_amount=int(o["minBuyAmount"]), recipient=o["recipient"], nonce=int(o["nonce"]),
+            deadline=int(o["deadline"]), quote_id=bytes.fromhex(o["quoteId"].removeprefix("0x")),
+        )
+        out[k] = SignedOrder(order, bytes.fromhex(doc["signature"].removeprefix("0x")))
+    return out
+
+
+def _transition(r: Any, chain: int, number: int, expect: str, update: dict[str, Any]) -> dict[str, Any] | None:
+    """Set fields of batch `number` if its state is still `expect` (compare-and-set)."""
+    key = Keys.batch(chain, number)
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(key)
+                doc = json.loads(p.get(key))
+                if doc["state"] != expect:
+                    p.unwatch()
+                    return None
+                doc.update(update)
+                if "state" in update and update["state"] != expect:
+                    doc["history"].append({"state": update["state"], "at": time.time()})
+                p.multi()
+                p.set(key, json.dumps(doc, separators=(",", ":")))
+                p.execute()
+                return dict(doc)
+            except WatchError:
+                continue
+
+
+def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | None:
+    """Sign and send batch `number` if it is proven and not yet signed. Idempotent."""
+    doc = load_batch(r, ctx.chain_id, number)
+    if doc is None or doc["state"] != BatchState.PROVED:
+        return doc
+    confirms = sorted(int(x) for x in r.srandmember(Keys.confirms(ctx.chain_id), MAX_CONFIRMS_PER_BATCH) or [])
+    call = settle_call(batch_of(doc), int(doc["capacity"]), [int(w) for w in doc["proof"]], _signed_orders(r, doc["legs"]), confirms=confirms)
+    data = encode_settle(call)
+    tx: dict[str, Any] = {"from": ctx.operator, "to": ctx.vault, "data": "0x" + data.hex(), "chainId": ctx.chain_id}
+    try:
+        gas = ctx.port.estimate(tx)
+    except Exception as e:
+        return _on_estimate_revert(r, ctx, doc, e)
+    nonce = NonceManager(r, ctx.chain_id, ctx.port, ctx.operator).allocate()
+    tx.update(gas=gas * 13 // 10 + 50_000, gasPrice=max(2 * ctx.port.gas_price(), 10**9), nonce=nonce)
+    tx.pop("from")
+    signed = Account.sign_transaction(tx, ctx.operator_key)
+    raw = "0x" + bytes(signed.raw_transaction).hex()
+    tx_hash = "0x" + bytes(signed.hash).hex()
+    now = time.time()
+    stored = _transition(
+        r, ctx.chain_id, number, BatchState.PROVED,
+        {"state": BatchState.SIGNED, "nonce": nonce, "rawTx": raw, "txHash": tx_hash, "confirms": [str(c) for c in confirms],
+         "gasLimit": tx["gas"], "signedAt": now, "sentAt": now, "sentHead": _safe_head(ctx)},
+    )
+    if stored is None:
+        # Someone else signed this batch meanwhile; our nonce must not leave a gap.
+        log.warning("chain %d batch %d: signed concurrently; re-syncing nonces", ctx.chain_id, number)
+        NonceManager(r, ctx.chain_id, ctx.port, ctx.operator).resync()
+        return load_batch(r, ctx.chain_id, number)
+    if confirms:
+        r.srem(Keys.confirms(ctx.chain_id), *[str(c) for c in confirms])
+    r.sadd(Keys.open(ctx.chain_id), str(number))
+    ctx.port.send_raw(raw)
+    log.info("chain %d batch %d [%d,+%d) sent: %s nonce %d", ctx.chain_id, number, doc["start"], doc["count"], tx_hash, nonce)
+    return stored
+
+
+def _safe_head(ctx: ChainContext) -> int:
+    try:
+        return ctx.port.head()
+    except Exception:
+        return 0
+
+
+def _on_estimate_revert(r: Any, ctx: ChainContext, doc: dict[str, Any], err: Exception) -> dict[str, Any] | None:
+    index, _head = ctx.port.cursor(ctx.vault)
+    end = int(doc["start"]) + int(doc["count"])
+    if index >= end:
+        # The range is settled already (a duplicate submission): nothing to redo here.
+        log.warning("chain %d batch %d: cursor %d already past [%d,%d): duplicate", ctx.chain_id, doc["number"], index, doc["start"], end)
+        out = _transition(r, ctx.chain_id, doc["number"], BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"duplicate: cursor at {index}"})
+        _release_lock(r, ctx.chain_id, doc["number"])
+        return out
+    log.error("chain %d batch %d: settle would revert: %s", ctx.chain_id, doc["number"], err)
+    out = _transition(r, ctx.chain_id, doc["number"], BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"estimate reverted: {err}"[:500]})
+    _release_lock(r, ctx.chain_id, doc["number"])
+    return out
+
+
+def _release_lock(r: Any, chain: int, number: int) -> None:
+    # Only the lock this batch holds; a later batch's lock stays.
+    lua = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+    r.eval(lua, 1, Keys.lock(chain), str(number))
+
+
+def follow_open(r: Any, ctx: ChainContext) -> list[dict[str, Any]]:
+    """One pass over the chain's open batches: receipts, reorgs, finality. Returns the
+    batches whose state changed."""
+    numbers = sorted(int(x) for x in r.smembers(Keys.open(ctx.chain_id)))
+    if not numbers:
+        return []
+    head = ctx.port.head()
+    changed = []
+    for n in numbers:
+        doc = load_batch(r, ctx.chain_id, n)
+        if doc is None:
+            r.srem(Keys.open(ctx.chain_id), str(n))
+            continue
+        new = _follow_one(r, ctx, doc, head)
+        if new is not None:
+            changed.append(new)
+    return changed
+
+
+def _follow_one(r: Any, ctx: ChainContext, doc: dict[str, Any], head: int) -> dict[str, Any] | None:
+    chain, n = ctx.chain_id, doc["number"]
+    rc = ctx.port.receipt(doc["txHash"])
+    if rc is None:
+        if doc["state"] == BatchState.MINED:
+            log.warning("chain %d batch %d: receipt vanished (reorg); re-broadcasting %s", chain, n, doc["txHash"])
+            out = _transition(r, chain, n, BatchState.MINED, {"state": BatchState.SIGNED, "reorgs": doc.get("reorgs", 0) + 1, "sentAt": time.time(), "sentHead": head})
+            ctx.port.send_raw(doc["rawTx"])
+            return out
+        if head - int(doc.get("sentHead") or 0) >= REBROADCAST_BLOCKS:
+            ctx.port.send_raw(doc["rawTx"])
+            _transition(r, chain, n, BatchState.SIGNED, {"sentHead": head, "rebroadcasts": doc.get("rebroadcasts", 0) + 1})
+        return None
+    if ctx.port.block_hash(rc["blockNumber"]) != rc["blockHash"]:
+        return None  # the node is mid-reorg; look again next tick
+    if rc["status"] != 1:
+        return _reverted(r, ctx, doc, rc)
+    if doc["state"] == BatchState.SIGNED or (doc["state"] == BatchState.MINED and doc.get("blockHash") != rc["blockHash"]):
+        events = decode_logs(rc["logs"], ctx.vault)
+        outs = lifecycle.outcomes(int(doc["start"]), doc["legs"], events)
+        info = lifecycle.MinedInfo(chain, n, doc["txHash"], rc["blockNumber"], rc["blockHash"])
+        lifecycle.apply_mined(r, info, outs, ctx.asset_index)
+        failed = sum(1 for o in outs if not o.ok)
+        prev = doc["state"]
+        out = _transition(
+            r, chain, n, prev,
+            {"state": BatchState.MINED, "block": rc["blockNumber"], "blockHash": rc["blockHash"], "gasUsed": rc["gasUsed"],
+             "minedAt": doc.get("minedAt") or time.time(), "failedLegs": failed},
+        )
+        end = int(doc["start"]) + int(doc["count"])
+        r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, f"stl:{chain}:applied", str(end))
+        _release_lock(r, chain, n)
+        if prev == BatchState.SIGNED:
+            log.info("chain %d batch %d mined in block %d, gas %d, %d legs failed", chain, n, rc["blockNumber"], rc["gasUsed"], failed)
+        return out
+    if doc["state"] == BatchState.MINED and head - int(rc["blockNumber"]) + 1 >= ctx.finality_depth:
+        lifecycle.apply_final(r, chain, n, doc["legs"], head)
+        out = _transition(r, chain, n, BatchState.MINED, {"state": BatchState.FINAL, "finalAt": time.time(), "finalHead": head})
+        r.srem(Keys.open(chain), str(n))
+        log.info("chain %d batch %d final at head %d", chain, n, head)
+        return out
+    return None
+
+
+def _reverted(r: Any, ctx: ChainContext, doc: dict[str, Any], rc: dict[str, Any]) -> dict[str, Any] | None:
+    chain, n = ctx.chain_id, doc["number"]
+    index, _head = ctx.port.cursor(ctx.vault, rc["blockNumber"])
+    reason = f"reverted in block {rc['blockNumber']}; cursor then at {index}"
+    log.error("chain %d batch %d: %s", chain, n, reason)
+    out = _transition(r, chain, n, doc["state"], {"state": BatchState.REVERTED, "reason": reason, "gasUsed": rc["gasUsed"]})
+    if doc.get("confirms"):
+        r.sadd(Keys.confirms(chain), *doc["confirms"])  # not confirmed after all: next time
+    r.srem(Keys.open(chain), str(n))
+    _release_lock(r, chain, n)
+    return out
+
+

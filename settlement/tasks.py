@@ -1,0 +1,198 @@
+"""Celery tasks: parse arguments, call a service, record an idempotency key.
+
+- `tick(chain)`: follow the chain's open batches (receipts, reorgs, finality), keep the
+  in-flight batch moving (re-queue a proof nobody is working on, a submission not sent),
+  or cut the next batch when the window says so.
+- `prove(chain, n)`: prove batch n, then queue its submission.
+- `submit(chain, n)`: sign and send batch n's `settle`.
+- `reconcile(chain)`: vault balances against the ledger.
+
+Every task may run twice or be killed at any line: each step re-reads the batch state
+from Redis and does only what is still missing (see the services' docstrings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from celery import shared_task
+
+from app.manifest import Manifest
+from app.settings import get_settings
+from settlement import prover_service
+from settlement import reconcile as reconcile_service
+from settlement.batching import BatchState, Keys, cut_batch, load_batch, save_batch
+from settlement.netting import flows_from_routes, net_flows
+from settlement.submitter import ChainContext, SubmitError, Web3Chain, follow_open, submit_batch
+from settlement.window import policy_for
+
+__all__ = ["context", "prove", "reconcile", "redis_client", "submit", "tick"]
+
+log = logging.getLogger("crossbook.tasks")
+
+# A proof nobody heartbeats for this long after its cut is queued again (worker died).
+PROVE_STALL_SECONDS = 4.0
+HEARTBEAT_TTL = 3
+_RPC_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, SubmitError)
+
+
+@cache
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ.get("REDIS_URL") or get_settings().redis_url or "redis://127.0.0.1:6379/0")
+
+
+_ctx: dict[int, tuple[float, ChainContext]] = {}
+
+
+def _manifest_path() -> Path:
+    return Path(get_settings().manifest)
+
+
+def context(chain_id: int) -> ChainContext:
+    """The chain's context from the manifest (re-read when the manifest file changes)."""
+    path = _manifest_path()
+    mtime = path.stat().st_mtime
+    hit = _ctx.get(chain_id)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    m = Manifest.load(path)
+    c = m.chain(chain_id)
+    if "settlement" not in c.contracts:
+        raise RuntimeError(f"chain {chain_id}: no settlement vault in the manifest")
+    key = get_settings().operator_key or m.operator.private_key
+    symbols = list(m.assets)
+    ctx = ChainContext(
+        chain_id=chain_id,
+        vault=c.contracts["settlement"],
+        operator=m.operator.address,
+        operator_key=key,
+        finality_depth=c.finality_depth,
+        block_time=c.block_time,
+        asset_index={s: i for i, s in enumerate(symbols)},
+        tokens=[c.tokens[s].address for s in symbols],
+        port=Web3Chain(c.rpc_url),
+        extra={"pools": {f"{chain_id}:{p.address.lower()}": (p.symbol0, p.symbol1) for p in c.pools}},
+    )
+    _ctx[chain_id] = (mtime, ctx)
+    return ctx
+
+
+def _idem(key: str, ttl: int = 86400) -> bool:
+    """Record that `key`'s step is done; False if it was already recorded."""
+    return bool(redis_client().set(Keys.idem(key), "1", nx=True, ex=ttl))
+
+
+def _netting(r: Any, ctx: ChainContext, doc: dict[str, Any]) -> dict[str, Any]:
+    routes: list[dict[str, str]] = []
+    for leg in doc["legs"]:
+        if leg["kind"] != "pull":
+            continue
+        raw = r.get(Keys.order(leg["orderId"]))
+        if raw:
+            routes.extend(json.loads(raw).get("route", []))
+    return net_flows(flows_from_routes(routes, ctx.extra["pools"], chain_id=ctx.chain_id)).to_json()
+
+
+@shared_task(name="settlement.tick", autoretry_for=_RPC_ERRORS, retry_backoff=True, max_retries=3, ignore_result=True)
+def tick(chain_id: int) -> str:
+    r = redis_client()
+    # One tick per chain at a time; a tick that dies frees the flag within its TTL.
+    if not r.set(f"stl:{chain_id}:ticking", "1", nx=True, ex=15):
+        return "busy"
+    try:
+        return _tick(r, int(chain_id))
+    finally:
+        r.delete(f"stl:{chain_id}:ticking")
+
+
+def _tick(r: Any, chain_id: int) -> str:
+    ctx = context(chain_id)
+    follow_open(r, ctx)
+    reconcile_service.ensure_baseline(r, ctx)
+    held = r.get(Keys.lock(chain_id))
+    if held is not None:
+        n = int(held)
+        doc = load_batch(r, chain_id, n)
+        if doc is None:
+            r.delete(Keys.lock(chain_id))
+            return "stale lock"
+        state = doc["state"]
+        if state == BatchState.CUT and not r.exists(Keys.proving(chain_id, n)) and time.time() - doc["cutAt"] > PROVE_STALL_SECONDS:
+            # Nobody is proving it (the prover died, or the task was lost): queue it again.
+            if r.set(f"stl:{chain_id}:requeue:{n}", "1", nx=True, ex=int(PROVE_STALL_SECONDS) + 2):
+                log.warning("chain %d batch %d: no prover heartbeat; re-queued", chain_id, n)
+                prove.apply_async((chain_id, n), queue="prove")
+        elif state == BatchState.PROVED and r.set(f"stl:{chain_id}:resubmit:{n}", "1", nx=True, ex=5):
+            submit.apply_async((chain_id, n), queue="settle")
+        elif state in (BatchState.REVERTED, BatchState.FINAL):
+            r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, Keys.lock(chain_id), str(n))
+        return f"in flight {n}:{state}"
+    policy = prover_service.measured_policy(
+        r, policy_for(chain_id, ctx.block_time, ctx.finality_depth, target_batch=get_settings().settlement_batch_size)
+    )
+    cursor = ctx.port.cursor(ctx.vault)
+    doc = cut_batch(r, policy, cursor)
+    if doc is None:
+        return "idle"
+    try:
+        doc["netting"] = _netting(r, ctx, doc)
+        save_batch(r, doc)
+    except Exception:
+        log.exception("chain %d batch %d: netting report failed", chain_id, doc["number"])
+    log.info("chain %d batch %d cut: [%d,+%d) after %.2fs", chain_id, doc["number"], doc["start"], doc["count"], doc["oldestWait"])
+    prove.apply_async((chain_id, doc["number"]), queue="prove")
+    return f"cut {doc['number']}"
+
+
+@shared_task(name="settlement.prove", ignore_result=True)
+def prove(chain_id: int, number: int) -> str:
+    r = redis_client()
+    doc = load_batch(r, chain_id, number)
+    if doc is None or doc["state"] != BatchState.CUT:
+        return "done already"
+    stop = threading.Event()
+
+    def beat() -> None:
+        # A short TTL refreshed while alive: a killed prover's claim lapses in seconds.
+        while not stop.is_set():
+            r.set(Keys.proving(chain_id, number), str(os.getpid()), ex=HEARTBEAT_TTL)
+            stop.wait(1.0)
+
+    hb = threading.Thread(target=beat, daemon=True)
+    hb.start()
+    try:
+        result = prover_service.prove_batch(doc)
+        stored = prover_service.record(r, doc, result)
+    finally:
+        stop.set()
+        hb.join()
+        r.delete(Keys.proving(chain_id, number))
+    _idem(f"prove:{chain_id}:{number}")
+    log.info("chain %d batch %d proved at capacity %d in %.2fs", chain_id, number, result.capacity, result.seconds)
+    if stored["state"] == BatchState.PROVED:
+        submit.apply_async((chain_id, number), queue="settle")
+    return f"proved {number}"
+
+
+@shared_task(name="settlement.submit", autoretry_for=_RPC_ERRORS, retry_backoff=True, max_retries=5, ignore_result=True)
+def submit(chain_id: int, number: int) -> str:
+    r = redis_client()
+    doc = submit_batch(r, context(chain_id), number)
+    if doc is not None and doc["state"] == BatchState.SIGNED:
+        _idem(f"submit:{chain_id}:{number}")
+    return f"{number}: {doc['state'] if doc else 'missing'}"
+
+
+@shared_task(name="settlement.reconcile", autoretry_for=_RPC_ERRORS, retry_backoff=True, max_retries=2, ignore_result=True)
+def reconcile(chain_id: int) -> str:
+    report = reconcile_service.reconcile_chain(redis_client(), context(chain_id))
+    return str(report["status"])
