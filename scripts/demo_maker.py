@@ -229,6 +229,7 @@ class DemoMaker:
         self.q = quoting
         self.mids: dict[int, dict[tuple[str, str], Fraction]] = {}
         self.posted = 0
+        self._next_send = 0.0
         self.quoted = 0
 
     async def run(self, duration: float = 0.0) -> None:
@@ -287,8 +288,17 @@ class DemoMaker:
                     "asks": asks,
                     "expiresAt": int(time.time()) + self.q.ttl,
                 }
+                await self._pace(client)
                 await client.send("levels", payload)
                 self.posted += 1
+
+    async def _pace(self, client: MakerClient) -> None:
+        """Stay under the server's `levels` rate (with a margin), so no update is refused."""
+        rate = float(client.welcome.get("limits", {}).get("levelsPerSecond", 10)) * 0.8
+        now = time.monotonic()
+        if self._next_send > now:
+            await asyncio.sleep(self._next_send - now)
+        self._next_send = max(now, self._next_send) + 1 / rate
 
     async def _handle(self, client: MakerClient) -> None:
         while True:
@@ -367,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call otherwise
     manifest = Manifest.load(args.manifest or get_settings().manifest)
     key = args.key or manifest.makers[0].private_key
     quoting = Quoting(args.spread_bps, args.step_bps, args.levels, args.level_notional, args.ttl, min(args.refresh, args.ttl / 2))
