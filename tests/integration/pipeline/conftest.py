@@ -1,0 +1,132 @@
+"""Pipeline fixtures: the devnet with its settlement vaults, the API on that manifest, and
+real Celery processes (a `settle` worker, a `prove` worker, beat) on the test Redis.
+
+Every process runs in its own session (process group) and is killed at teardown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from app.manifest import Manifest
+from scripts.devnet.deploy_settlement import deploy_settlement
+from scripts.devnet.devnet import Devnet
+from scripts.redis_server import EmbeddedRedis
+from tests.conftest import ApiProcess
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def vault_devnet(devnet: Devnet) -> Devnet:
+    """The session devnet with a Settlement vault per chain (deployed here unless the
+    devnet already did), the manifest rewritten to name it."""
+    m = devnet.manifest
+    assert m is not None
+    if all("settlement" in c.contracts for c in m.chains):
+        return devnet
+    accounts = {"deployer": [m.deployer], "operator": [m.operator], "traders": list(m.traders), "makers": list(m.makers)}
+    chains = []
+    for c in m.chains:
+        dep = deploy_settlement(c, c.rpc_url, accounts)
+        chains.append(dataclasses.replace(c, contracts={**c.contracts, **dep["contracts"]}, inventory=dep["inventory"]))
+    devnet.manifest = dataclasses.replace(m, chains=tuple(chains))
+    devnet.manifest.save(devnet.manifest_path)
+    return devnet
+
+
+@pytest.fixture(scope="session")
+def pipeline_api(vault_devnet: Devnet, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    proc = ApiProcess(vault_devnet.manifest_path, redis_server.url, tmp_path_factory.mktemp("papi"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class Celery:
+    """Worker and beat processes of settlement.celery_app."""
+
+    def __init__(self, manifest: Path, redis_url: str, state_dir: Path) -> None:
+        self.env = {**os.environ, "CROSSBOOK_MANIFEST": str(manifest), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+        self.dir = state_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.dir / f"{name}.log", "ab") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "settlement.celery_app", *args],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.procs[name] = p
+        return p
+
+    def worker(self, name: str, queue: str) -> subprocess.Popen[bytes]:
+        return self._spawn(name, ["worker", "-Q", queue, "--pool=solo", "-n", f"{name}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"])
+
+    def beat(self) -> subprocess.Popen[bytes]:
+        return self._spawn("beat", ["beat", "--loglevel=INFO", f"--schedule={self.dir / 'beat-schedule'}"])
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+            p.wait(10)
+
+    def log(self, name: str) -> str:
+        return (self.dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            p = self.procs[name]
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            self.procs.pop(name)
+
+
+@pytest.fixture
+def celery_procs(vault_devnet: Devnet, redis_url: str, tmp_path: Path) -> Iterator[Celery]:
+    c = Celery(vault_devnet.manifest_path, redis_url, tmp_path)
+    c.worker("settle", "settle")
+    c.worker("prove", "prove")
+    c.beat()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def manifest_of(net: Devnet) -> Manifest:
+    assert net.manifest is not None
+    return net.manifest

@@ -1,0 +1,79 @@
+"""Orders confirmed through the real API settle through real Celery workers on the devnet."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from web3 import Web3
+
+from app.client import CrossbookClient
+from tests.integration.pipeline.conftest import manifest_of, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+A, B = 31002, 31003  # 1 s / 3 blocks and 0.25 s / 20 blocks
+
+
+def _balance(net: Any, chain: int, symbol: str, holder: str) -> int:
+    c = manifest_of(net).chain(chain)
+    w3 = Web3(Web3.HTTPProvider(c.rpc_url))
+    data = Web3.keccak(text="balanceOf(address)")[:4] + bytes(12) + bytes.fromhex(holder[2:])
+    return int.from_bytes(w3.eth.call({"to": c.tokens[symbol].address, "data": data}), "big")
+
+
+def _status(client: CrossbookClient, oid: str) -> dict[str, Any]:
+    return client.order(oid)
+
+
+def test_same_and_cross_chain_orders_finalize(pipeline_api: Any, vault_devnet: Any, celery_procs: Any, r: Any) -> None:
+    m = manifest_of(vault_devnet)
+    client = CrossbookClient(pipeline_api.url)
+    t1, t2 = m.traders[0], m.traders[1]
+    before = {
+        "t1_weth": _balance(vault_devnet, A, "WETH", t1.address),
+        "t1_usdc_b": _balance(vault_devnet, B, "USDC", t1.address),
+        "t2_weth": _balance(vault_devnet, A, "WETH", t2.address),
+        "t2_usdc": _balance(vault_devnet, A, "USDC", t2.address),
+    }
+    cross = client.swap(client.quote(A, "WETH", B, "USDC", taker=t1.address, sell_amount=10**17), t1.private_key)
+    same = client.swap(client.quote(A, "WETH", A, "USDC", taker=t2.address, sell_amount=2 * 10**17), t2.private_key)
+
+    def done() -> bool:
+        states = [_status(client, o["orderId"])["state"] for o in (cross, same)]
+        assert not set(states) & {"failed", "refunded"}, states
+        return all(s == "finalized" for s in states)
+
+    try:
+        wait_for(done, 120, "both orders finalized", interval=0.5)
+    except AssertionError:
+        print(celery_procs.log("settle")[-6000:])
+        print(celery_procs.log("prove")[-3000:])
+        raise
+    sc, ss = _status(client, cross["orderId"]), _status(client, same["orderId"])
+    for st in (sc, ss):
+        assert [h["state"] for h in st["history"]] == ["confirmed", "pull_settled", "settled", "finalized"]
+        for leg in st["legs"]:
+            assert leg["state"] == "final" and leg["txHash"] and leg["block"] is not None
+            assert leg["confirmations"] >= leg["finalityDepth"]
+    assert [leg["chainId"] for leg in sc["legs"]] == [A, B]
+    # Balances moved exactly as the receipts say.
+    assert _balance(vault_devnet, A, "WETH", t1.address) == before["t1_weth"] - 10**17
+    assert _balance(vault_devnet, B, "USDC", t1.address) == before["t1_usdc_b"] + int(cross["buyAmount"])
+    assert _balance(vault_devnet, A, "WETH", t2.address) == before["t2_weth"] - 2 * 10**17
+    assert _balance(vault_devnet, A, "USDC", t2.address) == before["t2_usdc"] + int(same["buyAmount"])
+    # Holds are released, and chain and ledger reconcile to the wei.
+    o = sc["order"]
+    assert int(r.get(f"held:{A}:{o['sellToken'].lower()}:{t1.address.lower()}") or 0) == 0
+    assert int(r.get(f"invheld:{B}:{o['buyToken'].lower()}") or 0) == 0
+
+    def reconciled() -> bool:
+        reps = [json.loads(r.get(f"stl:{c}:recon") or "{}") for c in (A, B)]
+        return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
+
+    wait_for(reconciled, 30, "reconcile ok on both chains")
+    batches = [json.loads(r.get(k)) for k in r.keys("stl:*:batch:*") if not k.endswith(":seq")]
+    settled = [b for b in batches if b["state"] == "final"]
+    assert settled and all(b.get("gasUsed") for b in settled)
+    print("batches:", [(b["chainId"], b["count"], b.get("capacity"), b.get("proofSeconds"), b.get("gasUsed")) for b in settled])
