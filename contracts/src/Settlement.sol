@@ -457,9 +457,11 @@ contract Settlement {
             let p := add(extra.offset, o) // bounded by the caller (_take)
             let m := mload(0x40)
             mstore(m, typeHash)
-            mstore(add(m, 0x20), trader)
+            // Values narrower than 256 bits may carry dirty high bits in assembly: mask.
+            let mask160 := 0xffffffffffffffffffffffffffffffffffffffff
+            mstore(add(m, 0x20), and(trader, mask160))
             mstore(add(m, 0x40), chainid())
-            mstore(add(m, 0x60), token)
+            mstore(add(m, 0x60), and(token, mask160))
             mstore(add(m, 0x80), amount)
             mstore(add(m, 0xa0), shr(192, calldataload(p))) // buyChainId u64
             mstore(add(m, 0xc0), shr(96, calldataload(add(p, 8)))) // buyToken
