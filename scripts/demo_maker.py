@@ -62,7 +62,9 @@ class MakerClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, key: str, *, login: bool = True, auto_pong: bool = True) -> MakerClient:
+    async def open(
+        cls, url: str, key: str, *, login: bool = True, auto_pong: bool = True
+    ) -> MakerClient:
         client = cls(await connect(url, max_size=2**20), key, auto_pong=auto_pong)
         client.challenge = (await client.recv("challenge"))["payload"]
         if login:
@@ -131,7 +133,9 @@ class MakerClient:
         return self.welcome
 
     def sign_quote(self, quote: MakerQuote, domain: dict[str, Any]) -> MakerQuote:
-        d = Domain(domain["chainId"], domain["verifyingContract"], domain["name"], domain["version"])
+        d = Domain(
+            domain["chainId"], domain["verifyingContract"], domain["name"], domain["version"]
+        )
         return replace(quote, signature=sign_digest(self.key, quote.digest(d)))
 
     async def close(self) -> None:
@@ -156,7 +160,12 @@ async def pool_mids(
     """Quote per base (whole units) from the deepest constant-product pool of each pair."""
     pools = [p for p in chain.pools if p.kind == "constant_product"]
     batch = [
-        {"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [{"to": p.address, "data": GET_RESERVES}, "latest"]}
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "eth_call",
+            "params": [{"to": p.address, "data": GET_RESERVES}, "latest"],
+        }
         for i, p in enumerate(pools)
     ]
     if not batch:
@@ -192,7 +201,9 @@ class Quoting:
     funds_fraction: Fraction = Fraction(1, 2)  # of balance/allowance the bot commits
 
 
-def ladder(mid: Fraction, q: Quoting, base_decimals: int) -> tuple[list[list[str]], list[list[str]]]:
+def ladder(
+    mid: Fraction, q: Quoting, base_decimals: int
+) -> tuple[list[list[str]], list[list[str]]]:
     half = Fraction(q.spread_bps, 20_000)
     bids: list[list[str]] = []
     asks: list[list[str]] = []
@@ -207,7 +218,12 @@ def ladder(mid: Fraction, q: Quoting, base_decimals: int) -> tuple[list[list[str
 
 
 def scale_to_funds(
-    bids: list[list[str]], asks: list[list[str]], base_funds: int, quote_funds: int, bd: int, qd: int
+    bids: list[list[str]],
+    asks: list[list[str]],
+    base_funds: int,
+    quote_funds: int,
+    bd: int,
+    qd: int,
 ) -> tuple[list[list[str]], list[list[str]]]:
     """Shrink sizes proportionally so the whole ladder fits the given funds (base units)."""
     ask_need = sum(int(s) for _, s in asks)
@@ -221,8 +237,17 @@ def scale_to_funds(
 
 
 class DemoMaker:
-    def __init__(self, api: str, key: str, manifest: Manifest, pairs: Sequence[tuple[str, str]], quoting: Quoting) -> None:
-        self.url = api.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws/mm"
+    def __init__(
+        self,
+        api: str,
+        key: str,
+        manifest: Manifest,
+        pairs: Sequence[tuple[str, str]],
+        quoting: Quoting,
+    ) -> None:
+        self.url = (
+            api.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws/mm"
+        )
         self.key = key
         self.manifest = manifest
         self.pairs = list(pairs)
@@ -320,10 +345,16 @@ class DemoMaker:
             half = Fraction(self.q.spread_bps, 20_000)
             if (sell, buy) in mids:  # the taker sells base: the maker buys at its bid
                 px = mids[(sell, buy)] * (1 - half)
-                rate = px * Fraction(10 ** chain.tokens[buy].decimals, 10 ** chain.tokens[sell].decimals)
+                rate = px * Fraction(
+                    10 ** chain.tokens[buy].decimals, 10 ** chain.tokens[sell].decimals
+                )
             elif (buy, sell) in mids:  # the taker buys base: the maker sells at its ask
                 px = mids[(buy, sell)] * (1 + half)
-                rate = 1 / px * Fraction(10 ** chain.tokens[buy].decimals, 10 ** chain.tokens[sell].decimals)
+                rate = (
+                    1
+                    / px
+                    * Fraction(10 ** chain.tokens[buy].decimals, 10 ** chain.tokens[sell].decimals)
+                )
             else:
                 continue
             amount = int(leg["amount"])
@@ -343,7 +374,9 @@ class DemoMaker:
                 maker_amount=maker_amount,
                 taker_token=leg["takerToken"],
                 taker_amount=taker_amount,
-                expires_at=min(max(rfq["minExpiresAt"], int(time.time()) + 10), rfq["maxExpiresAt"]),
+                expires_at=min(
+                    max(rfq["minExpiresAt"], int(time.time()) + 10), rfq["maxExpiresAt"]
+                ),
             )
             signed = client.sign_quote(quote, leg["domain"])
             await client.send("quote", signed.to_json())
@@ -363,24 +396,41 @@ def _pairs(text: str) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m scripts.demo_maker", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m scripts.demo_maker", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--api", default="http://127.0.0.1:8000", help="the API's base URL")
     ap.add_argument("--key", help="maker private key (default: the manifest's first maker)")
-    ap.add_argument("--manifest", type=Path, default=None, help="devnet manifest (default: settings)")
-    ap.add_argument("--pairs", type=_pairs, default=_pairs("WETH/USDC,WBTC/USDC"), help="BASE/QUOTE,…")
+    ap.add_argument(
+        "--manifest", type=Path, default=None, help="devnet manifest (default: settings)"
+    )
+    ap.add_argument(
+        "--pairs", type=_pairs, default=_pairs("WETH/USDC,WBTC/USDC"), help="BASE/QUOTE,…"
+    )
     ap.add_argument("--spread-bps", type=int, default=20)
     ap.add_argument("--step-bps", type=int, default=10)
     ap.add_argument("--levels", type=int, default=5)
-    ap.add_argument("--level-notional", type=int, default=20_000, help="quote-token units per level")
+    ap.add_argument(
+        "--level-notional", type=int, default=20_000, help="quote-token units per level"
+    )
     ap.add_argument("--ttl", type=int, default=20, help="seconds each ladder stays firm")
     ap.add_argument("--refresh", type=float, default=5.0, help="seconds between refreshes")
-    ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run)")
+    ap.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (0: run)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call otherwise
     manifest = Manifest.load(args.manifest or get_settings().manifest)
     key = args.key or manifest.makers[0].private_key
-    quoting = Quoting(args.spread_bps, args.step_bps, args.levels, args.level_notional, args.ttl, min(args.refresh, args.ttl / 2))
+    quoting = Quoting(
+        args.spread_bps,
+        args.step_bps,
+        args.levels,
+        args.level_notional,
+        args.ttl,
+        min(args.refresh, args.ttl / 2),
+    )
     bot = DemoMaker(args.api, key, manifest, args.pairs, quoting)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(bot.run(args.duration))

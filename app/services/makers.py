@@ -162,7 +162,9 @@ class _Bucket:
 class MakerSession:
     """One connection; `maker` is set once its login verified."""
 
-    def __init__(self, sid: str, send: Sender, close: Closer, config: MakerHubConfig, now: float, wall: float) -> None:
+    def __init__(
+        self, sid: str, send: Sender, close: Closer, config: MakerHubConfig, now: float, wall: float
+    ) -> None:
         self.id = sid
         self._send = send
         self._close = close
@@ -239,12 +241,16 @@ class MakerHub:
         self.sessions: dict[str, MakerSession] = {}  # logged-in, by lower-case maker
         self._open: set[MakerSession] = set()
         self._ladders: dict[str, dict[str, LadderSource]] = {}  # maker -> source id -> as posted
-        self._pending: dict[tuple[int, str, str], dict[str, int]] = {}  # (chain, token, maker) -> order -> amount
+        self._pending: dict[
+            tuple[int, str, str], dict[str, int]
+        ] = {}  # (chain, token, maker) -> order -> amount
         self._rfqs: dict[str, _OpenRfq] = {}
         self._closed_rfqs: OrderedDict[str, None] = OrderedDict()
         self._symbols = {c.chain_id: frozenset(c.tokens) for c in manifest.chains}
         first = manifest.chains[0]
-        self.login_domain = Domain(first.chain_id, first.contracts.get("settlement", first.inventory))
+        self.login_domain = Domain(
+            first.chain_id, first.contracts.get("settlement", first.inventory)
+        )
         self._task: asyncio.Task[None] | None = None
         books.balance_listeners.append(self._on_balances)
 
@@ -267,7 +273,9 @@ class MakerHub:
         return tuple(s.maker for s in self.sessions.values() if s.maker)
 
     async def connect(self, send: Sender, close: Closer) -> MakerSession:
-        s = MakerSession(secrets.token_hex(8), send, close, self.config, self.monotonic(), self.clock())
+        s = MakerSession(
+            secrets.token_hex(8), send, close, self.config, self.monotonic(), self.clock()
+        )
         self._open.add(s)
         await self._emit(
             s,
@@ -281,7 +289,11 @@ class MakerHub:
                     "domain": self.login_domain.to_json(),
                     "primaryType": MAKER_LOGIN.name,
                     "types": {MAKER_LOGIN.name: MAKER_LOGIN.to_eip712_types()},
-                    "message": {"domain": self.config.login_domain, "nonce": s.nonce, "expiresAt": s.challenge_expires},
+                    "message": {
+                        "domain": self.config.login_domain,
+                        "nonce": s.nonce,
+                        "expiresAt": s.challenge_expires,
+                    },
                 },
             },
         )
@@ -295,7 +307,13 @@ class MakerHub:
         now = self.monotonic()
         s.last_seen = now
         if len(text) > self.config.max_message_bytes:
-            await self._fail(s, None, ProtocolError(MmError.MESSAGE_TOO_LARGE, f"over {self.config.max_message_bytes} bytes"))
+            await self._fail(
+                s,
+                None,
+                ProtocolError(
+                    MmError.MESSAGE_TOO_LARGE, f"over {self.config.max_message_bytes} bytes"
+                ),
+            )
             return
         try:
             env = parse_envelope(text)
@@ -312,7 +330,9 @@ class MakerHub:
         if now < s.cooldown_until:
             await self._limited(s, env, now)
             return
-        if not s.messages_bucket.take(now) or (env.type in ("levels", "cancel") and not s.levels_bucket.take(now)):
+        if not s.messages_bucket.take(now) or (
+            env.type in ("levels", "cancel") and not s.levels_bucket.take(now)
+        ):
             s.cooldown_until = now + self.config.cooldown
             await self._limited(s, env, now)
             return
@@ -365,7 +385,10 @@ class MakerHub:
                         "chainId": c.chain_id,
                         "vault": c.inventory,
                         "domain": self._domain(c.chain_id).to_json(),
-                        "tokens": {t.symbol: {"address": t.address, "decimals": t.decimals} for t in c.tokens.values()},
+                        "tokens": {
+                            t.symbol: {"address": t.address, "decimals": t.decimals}
+                            for t in c.tokens.values()
+                        },
                         "funds": funds.get(c.chain_id, {}),
                     }
                     for c in self.manifest.chains
@@ -381,10 +404,14 @@ class MakerHub:
         if not isinstance(address, str) or not isinstance(sig, str) or not isinstance(scheme, str):
             raise ProtocolError(MmError.BAD_MESSAGE, "login needs address, signature and scheme")
         if not s.nonce or p.get("nonce") != s.nonce:
-            raise ProtocolError(MmError.CHALLENGE_MISMATCH, "nonce is not this connection's challenge")
+            raise ProtocolError(
+                MmError.CHALLENGE_MISMATCH, "nonce is not this connection's challenge"
+            )
         if self.clock() >= s.challenge_expires:
             raise ProtocolError(MmError.CHALLENGE_EXPIRED, "the challenge expired; reconnect")
-        digest = login_digest(scheme, self.config.login_domain, s.nonce, s.challenge_expires, self.login_domain)
+        digest = login_digest(
+            scheme, self.config.login_domain, s.nonce, s.challenge_expires, self.login_domain
+        )
         try:
             signer = recover(digest, sig)
         except SignatureError as e:
@@ -405,16 +432,25 @@ class MakerHub:
             token = next(iter(self.manifest.chain(chain_id).tokens.values())).address
             await asyncio.wait_for(self.books.funds(chain_id, token, maker), 5.0)
 
-        results = await asyncio.gather(*(one(c) for c in self.manifest.chain_ids), return_exceptions=True)
+        results = await asyncio.gather(
+            *(one(c) for c in self.manifest.chain_ids), return_exceptions=True
+        )
         out: dict[int, dict[str, dict[str, str]]] = {}
         for cid, r in zip(self.manifest.chain_ids, results, strict=True):
             if isinstance(r, BaseException):
-                log.warning("could not read maker funds", extra={"chainId": cid, "maker": maker, "error": repr(r)})
+                log.warning(
+                    "could not read maker funds",
+                    extra={"chainId": cid, "maker": maker, "error": repr(r)},
+                )
                 continue
             out[cid] = {
                 t.symbol: {
-                    "balance": str(self.books.balances.get((cid, t.address.lower(), maker.lower()), 0)),
-                    "allowance": str(self.books.allowances.get((cid, t.address.lower(), maker.lower()), 0)),
+                    "balance": str(
+                        self.books.balances.get((cid, t.address.lower(), maker.lower()), 0)
+                    ),
+                    "allowance": str(
+                        self.books.allowances.get((cid, t.address.lower(), maker.lower()), 0)
+                    ),
                 }
                 for t in self.manifest.chain(cid).tokens.values()
             }
@@ -443,7 +479,11 @@ class MakerHub:
             max_expiry_seconds=self.config.max_expiry,
         )
         ladder = self._ladder(s.key, upd)
-        posted = {k: v for k, v in self._ladders.get(s.key, {}).items() if k != ladder.id and v.chain == upd.chain_id}
+        posted = {
+            k: v
+            for k, v in self._ladders.get(s.key, {}).items()
+            if k != ladder.id and v.chain == upd.chain_id
+        }
         need: dict[str, int] = {}
         for lad in (*posted.values(), ladder):
             for token, amount in _commitments(lad.live(now)).items():
@@ -499,14 +539,18 @@ class MakerHub:
         if "chainId" in p:
             cid, base, quote = p.get("chainId"), p.get("base"), p.get("quote")
             if not isinstance(cid, int) or not isinstance(base, str) or not isinstance(quote, str):
-                raise ProtocolError(MmError.BAD_MESSAGE, "cancel takes chainId, base and quote, or nothing")
+                raise ProtocolError(
+                    MmError.BAD_MESSAGE, "cancel takes chainId, base and quote, or nothing"
+                )
             ids = [self.source_id(s.key, cid, base.upper(), quote.upper())]
         else:
             ids = list(mine)
         for sid in ids:
             mine.pop(sid, None)
         self.books.remove_maker_levels(*ids)
-        await self._emit(s, "ack", {"ref": env.id, "removed": ids, "bookVersion": self.books.book.version})
+        await self._emit(
+            s, "ack", {"ref": env.id, "removed": ids, "bookVersion": self.books.book.version}
+        )
 
     def _on_balances(self, chain_id: int) -> None:
         """An adapter published balances: trim every maker's ladders on that chain."""
@@ -564,7 +608,11 @@ class MakerHub:
         legs: dict[int, _Leg] = {}
         for cid in sorted(set(chain_ids or (sell.chain, buy.chain))):
             c = ChainId(cid)
-            if not book.is_available(c) or (sell.symbol, c) not in book.assets or (buy.symbol, c) not in book.assets:
+            if (
+                not book.is_available(c)
+                or (sell.symbol, c) not in book.assets
+                or (buy.symbol, c) not in book.assets
+            ):
                 continue
             t_in, t_out = book.asset(sell.symbol, c), book.asset(buy.symbol, c)
             src, dst = (sell, t_in) if side is RfqSide.EXACT_IN else (buy, t_out)
@@ -624,7 +672,9 @@ class MakerHub:
         if rfq is None or s.key not in rfq.asked:
             if rid in self._closed_rfqs:
                 raise ProtocolError(MmError.RFQ_CLOSED, "the RFQ's deadline has passed", rfqId=rid)
-            raise ProtocolError(MmError.UNKNOWN_RFQ, "no open RFQ with that id for this maker", rfqId=rid)
+            raise ProtocolError(
+                MmError.UNKNOWN_RFQ, "no open RFQ with that id for this maker", rfqId=rid
+            )
         if self.monotonic() > rfq.deadline:
             raise ProtocolError(MmError.RFQ_CLOSED, "the RFQ's deadline has passed", rfqId=rid)
         if s.key in rfq.answered:
@@ -638,15 +688,23 @@ class MakerHub:
         if q.maker.lower() != s.key:
             raise ProtocolError(MmError.INVALID_QUOTE, "maker is not this connection's maker")
         if leg is None:
-            raise ProtocolError(MmError.INVALID_QUOTE, f"chain {q.chain_id} is not offered by this RFQ")
-        if (q.maker_token.lower(), q.taker_token.lower()) != (leg.maker_asset.address.lower(), leg.taker_asset.address.lower()):
+            raise ProtocolError(
+                MmError.INVALID_QUOTE, f"chain {q.chain_id} is not offered by this RFQ"
+            )
+        if (q.maker_token.lower(), q.taker_token.lower()) != (
+            leg.maker_asset.address.lower(),
+            leg.taker_asset.address.lower(),
+        ):
             raise ProtocolError(MmError.INVALID_QUOTE, "tokens do not match the RFQ leg")
         fixed = q.taker_amount if rfq.side is RfqSide.EXACT_IN else q.maker_amount
         if fixed != leg.amount:
-            raise ProtocolError(MmError.INVALID_QUOTE, f"the {rfq.side.value} amount must be {leg.amount}")
+            raise ProtocolError(
+                MmError.INVALID_QUOTE, f"the {rfq.side.value} amount must be {leg.amount}"
+            )
         if not rfq.min_expiry <= q.expires_at <= rfq.max_expiry:
             raise ProtocolError(
-                MmError.INVALID_QUOTE, f"expiresAt must be within {rfq.min_expiry}..{rfq.max_expiry}"
+                MmError.INVALID_QUOTE,
+                f"expiresAt must be within {rfq.min_expiry}..{rfq.max_expiry}",
             )
         try:
             signer = recover(q.digest(self._domain(q.chain_id)), q.signature)
@@ -686,7 +744,9 @@ class MakerHub:
         for src in self.books.book.sources_for(asset.symbol, "USDC"):
             usdc = next(t for t in src.tokens if t.symbol == "USDC")
             mine = next(t for t in src.tokens if t.symbol == asset.symbol)
-            px = float(src.marginal_price(AssetSymbol(asset.symbol))) * 10 ** (mine.decimals - usdc.decimals)
+            px = float(src.marginal_price(AssetSymbol(asset.symbol))) * 10 ** (
+                mine.decimals - usdc.decimals
+            )
             best = max(best, px)
         return best > 0 and units * best >= self.config.rfq_min_usd
 
@@ -734,7 +794,9 @@ class MakerHub:
 
     def _domain(self, chain_id: int) -> Domain:
         c = self.manifest.chain(chain_id)
-        return Domain(chain_id=chain_id, verifying_contract=c.contracts.get("settlement", c.inventory))
+        return Domain(
+            chain_id=chain_id, verifying_contract=c.contracts.get("settlement", c.inventory)
+        )
 
     async def _emit(self, s: MakerSession, typ: str, payload: dict[str, Any]) -> bool:
         doc = message(typ, payload, id=secrets.token_hex(8), ts_ms=int(self.clock() * 1000))
@@ -751,7 +813,9 @@ class MakerHub:
 
     async def _limited(self, s: MakerSession, env: Envelope, now: float) -> None:
         wait_ms = int((s.cooldown_until - now) * 1000) + 1
-        err = ProtocolError(MmError.RATE_LIMITED, "rate limit exceeded; cooling down", retryAfterMs=wait_ms)
+        err = ProtocolError(
+            MmError.RATE_LIMITED, "rate limit exceeded; cooling down", retryAfterMs=wait_ms
+        )
         await self._fail(s, env, err)
 
     async def _drop(self, s: MakerSession, code: int, reason: str) -> None:
@@ -781,10 +845,21 @@ class MakerHub:
         for s in list(self._open):
             if s.maker is None:
                 if wall >= s.challenge_expires:
-                    await self._emit(s, "error", {"code": MmError.CHALLENGE_EXPIRED.value, "message": "no login in time"})
+                    await self._emit(
+                        s,
+                        "error",
+                        {"code": MmError.CHALLENGE_EXPIRED.value, "message": "no login in time"},
+                    )
                     await self._drop(s, CLOSE_AUTH, MmError.CHALLENGE_EXPIRED.value)
             elif now - s.last_seen > 2 * hb:
-                await self._emit(s, "error", {"code": MmError.HEARTBEAT_TIMEOUT.value, "message": "no message for two heartbeats"})
+                await self._emit(
+                    s,
+                    "error",
+                    {
+                        "code": MmError.HEARTBEAT_TIMEOUT.value,
+                        "message": "no message for two heartbeats",
+                    },
+                )
                 await self._drop(s, CLOSE_HEARTBEAT, MmError.HEARTBEAT_TIMEOUT.value)
             elif now >= s.next_ping:
                 s.next_ping = now + hb

@@ -44,5 +44,6 @@ async def maker_socket(ws: WebSocket) -> None:
         pass
     except Exception:
         log.exception("maker socket failed", extra={"session": session.id})
+        await session.close(1011, "internal error")
     finally:
         await hub.disconnect(session)

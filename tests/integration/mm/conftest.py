@@ -40,7 +40,9 @@ MM_ENV = {
 def mm_api(
     devnet: Devnet, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:
-    proc = ApiProcess(devnet.manifest_path, redis_server.url, tmp_path_factory.mktemp("mm-api"), **MM_ENV)
+    proc = ApiProcess(
+        devnet.manifest_path, redis_server.url, tmp_path_factory.mktemp("mm-api"), **MM_ENV
+    )
     try:
         yield proc
     finally:
@@ -54,7 +56,9 @@ class InThreadApi:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)

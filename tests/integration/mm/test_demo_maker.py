@@ -20,7 +20,9 @@ from tests.integration.mm.conftest import InThreadApi, manifest_of
 pytestmark = pytest.mark.integration
 
 
-def _ladder_legs(client: httpx.Client, devnet: Devnet, chain_id: int, maker: str) -> list[dict[str, Any]]:
+def _ladder_legs(
+    client: httpx.Client, devnet: Devnet, chain_id: int, maker: str
+) -> list[dict[str, Any]]:
     body = {
         "sellChainId": chain_id,
         "sellToken": "WETH",
@@ -31,7 +33,11 @@ def _ladder_legs(client: httpx.Client, devnet: Devnet, chain_id: int, maker: str
     }
     r = client.post("/v1/quote", json=body)
     assert r.status_code == 200, r.text
-    return [leg for leg in r.json()["route"] if leg["kind"] == "ladder" and maker.lower() in leg["sourceId"]]
+    return [
+        leg
+        for leg in r.json()["route"]
+        if leg["kind"] == "ladder" and maker.lower() in leg["sourceId"]
+    ]
 
 
 def test_demo_maker_quotes_into_the_book(mm_api: ApiProcess, devnet: Devnet, tmp_path: Any) -> None:
@@ -41,8 +47,23 @@ def test_demo_maker_quotes_into_the_book(mm_api: ApiProcess, devnet: Devnet, tmp
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.demo_maker", "--api", mm_api.url, "--key", maker.private_key,
-             "--manifest", str(devnet.manifest_path), "--duration", "20", "--refresh", "1", "--ttl", "10"],
+            [
+                sys.executable,
+                "-m",
+                "scripts.demo_maker",
+                "--api",
+                mm_api.url,
+                "--key",
+                maker.private_key,
+                "--manifest",
+                str(devnet.manifest_path),
+                "--duration",
+                "20",
+                "--refresh",
+                "1",
+                "--ttl",
+                "10",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -54,14 +75,22 @@ def test_demo_maker_quotes_into_the_book(mm_api: ApiProcess, devnet: Devnet, tmp
                 time.sleep(0.2)
                 legs = _ladder_legs(client, devnet, cid, maker.address)
             assert legs, log.read_text()
-            book = client.get("/v1/book", params={"base": "WETH", "quote": "USDC", "levels": 10, "stepBps": 10}).json()
-            with_maker = int(next(c for c in book["chains"] if c["chainId"] == cid)["bids"][-1]["base"])
+            book = client.get(
+                "/v1/book", params={"base": "WETH", "quote": "USDC", "levels": 10, "stepBps": 10}
+            ).json()
+            with_maker = int(
+                next(c for c in book["chains"] if c["chainId"] == cid)["bids"][-1]["base"]
+            )
             proc.send_signal(signal.SIGINT)  # Ctrl-C: the bot closes its socket and exits cleanly
             assert proc.wait(15) == 0, log.read_text()
             # The bot closed its socket on exit: its levels left the book with it.
             assert _ladder_legs(client, devnet, cid, maker.address) == []
-            book = client.get("/v1/book", params={"base": "WETH", "quote": "USDC", "levels": 10, "stepBps": 10}).json()
-            without = int(next(c for c in book["chains"] if c["chainId"] == cid)["bids"][-1]["base"])
+            book = client.get(
+                "/v1/book", params={"base": "WETH", "quote": "USDC", "levels": 10, "stepBps": 10}
+            ).json()
+            without = int(
+                next(c for c in book["chains"] if c["chainId"] == cid)["bids"][-1]["base"]
+            )
             assert with_maker > without  # the ladder added depth within 1% of the best bid
     finally:
         if proc.poll() is None:
@@ -73,7 +102,9 @@ def test_demo_maker_quotes_into_the_book(mm_api: ApiProcess, devnet: Devnet, tmp
     assert "RATE_LIMITED" not in text  # the bot paces itself to the limits the server announced
 
 
-async def test_demo_maker_answers_rfqs(mm_inproc: InThreadApi, devnet: Devnet, tmp_path: Any) -> None:
+async def test_demo_maker_answers_rfqs(
+    mm_inproc: InThreadApi, devnet: Devnet, tmp_path: Any
+) -> None:
     m = manifest_of(devnet)
     maker = m.makers[2]
     cid = m.chains[1].chain_id
@@ -82,22 +113,44 @@ async def test_demo_maker_answers_rfqs(mm_inproc: InThreadApi, devnet: Devnet, t
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.demo_maker", "--api", mm_inproc.url, "--key", maker.private_key,
-             "--manifest", str(devnet.manifest_path), "--duration", "20", "--refresh", "1", "--ttl", "10"],
+            [
+                sys.executable,
+                "-m",
+                "scripts.demo_maker",
+                "--api",
+                mm_inproc.url,
+                "--key",
+                maker.private_key,
+                "--manifest",
+                str(devnet.manifest_path),
+                "--duration",
+                "20",
+                "--refresh",
+                "1",
+                "--ttl",
+                "10",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         # Logged in and past its first refresh (it prices RFQs off the mids it last read).
         deadline = time.monotonic() + 6
-        while not any(s.startswith(f"{cid}:mm:{maker.address.lower()}") for s in mm_inproc.hub.books.book.sources):
+        while not any(
+            s.startswith(f"{cid}:mm:{maker.address.lower()}")
+            for s in mm_inproc.hub.books.book.sources
+        ):
             assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.1)
         sold = await mm_inproc.submit(
-            mm_inproc.hub.request_quotes(sell=weth, buy=usdc, side="exactIn", amount=10**18, deadline_ms=1000)
+            mm_inproc.hub.request_quotes(
+                sell=weth, buy=usdc, side="exactIn", amount=10**18, deadline_ms=1000
+            )
         )
         bought = await mm_inproc.submit(
-            mm_inproc.hub.request_quotes(sell=usdc, buy=weth, side="exactOut", amount=10**18, deadline_ms=1000)
+            mm_inproc.hub.request_quotes(
+                sell=usdc, buy=weth, side="exactOut", amount=10**18, deadline_ms=1000
+            )
         )
     finally:
         proc.send_signal(signal.SIGINT)

@@ -23,9 +23,13 @@ pytestmark = pytest.mark.integration
 E18 = 10**18
 
 
-async def _book(api: ApiProcess, chain_id: int, base: str = "WETH", quote: str = "USDC") -> dict[str, Any]:
+async def _book(
+    api: ApiProcess, chain_id: int, base: str = "WETH", quote: str = "USDC"
+) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=api.url) as http:
-        r = await http.get("/v1/book", params={"base": base, "quote": quote, "levels": 3, "stepBps": 10})
+        r = await http.get(
+            "/v1/book", params={"base": base, "quote": quote, "levels": 3, "stepBps": 10}
+        )
         assert r.status_code == 200, r.text
         return next(c for c in r.json()["chains"] if c["chainId"] == chain_id)
 
@@ -36,8 +40,17 @@ async def _mid(api: ApiProcess, chain_id: int) -> Fraction:
     return Fraction(int(book["bids"][0]["price"]), E18) / Fraction(999, 1000)
 
 
-def _levels(chain_id: int, bids: list[list[Any]], asks: list[list[Any]], ttl: int = 30) -> dict[str, Any]:
-    return {"chainId": chain_id, "base": "WETH", "quote": "USDC", "bids": bids, "asks": asks, "expiresAt": int(time.time()) + ttl}
+def _levels(
+    chain_id: int, bids: list[list[Any]], asks: list[list[Any]], ttl: int = 30
+) -> dict[str, Any]:
+    return {
+        "chainId": chain_id,
+        "base": "WETH",
+        "quote": "USDC",
+        "bids": bids,
+        "asks": asks,
+        "expiresAt": int(time.time()) + ttl,
+    }
 
 
 async def _ack(client: MakerClient, payload: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +79,9 @@ async def _wait(pred: Any, timeout: float = 3.0) -> float:
     raise AssertionError("condition not met in time")
 
 
-async def _quote(api: ApiProcess, devnet: Devnet, chain_id: int, sell_amount: int) -> dict[str, Any]:
+async def _quote(
+    api: ApiProcess, devnet: Devnet, chain_id: int, sell_amount: int
+) -> dict[str, Any]:
     body = {
         "sellChainId": chain_id,
         "sellToken": "WETH",
@@ -82,14 +97,23 @@ async def _quote(api: ApiProcess, devnet: Devnet, chain_id: int, sell_amount: in
         return doc
 
 
-async def test_ladder_shows_in_book_and_routes_then_leaves_on_close(mm_api: ApiProcess, devnet: Devnet) -> None:
+async def test_ladder_shows_in_book_and_routes_then_leaves_on_close(
+    mm_api: ApiProcess, devnet: Devnet
+) -> None:
     m = manifest_of(devnet)
     cid = m.chains[1].chain_id
     mid = await _mid(mm_api, cid)
     bid = mid * Fraction(101, 100)  # better than every pool: the router must use it
     client = await MakerClient.open(ws_url(mm_api), m.makers[0].private_key)
     try:
-        ack = await _ack(client, _levels(cid, [[price_str(bid), str(2 * E18)]], [[price_str(mid * Fraction(103, 100)), str(E18)]]))
+        ack = await _ack(
+            client,
+            _levels(
+                cid,
+                [[price_str(bid), str(2 * E18)]],
+                [[price_str(mid * Fraction(103, 100)), str(E18)]],
+            ),
+        )
         assert ack["bids"] == 1 and ack["asks"] == 1
         assert ack["sourceId"] == f"{cid}:mm:{m.makers[0].address.lower()}:USDC-WETH"
         book = await _book(mm_api, cid)
@@ -104,14 +128,18 @@ async def test_ladder_shows_in_book_and_routes_then_leaves_on_close(mm_api: ApiP
         await client.close()
 
     async def gone() -> bool:
-        return Fraction(int((await _book(mm_api, cid))["bids"][0]["price"]), E18) < bid * Fraction(998, 1000)
+        return Fraction(int((await _book(mm_api, cid))["bids"][0]["price"]), E18) < bid * Fraction(
+            998, 1000
+        )
 
     assert await _wait(gone, timeout=1.0) < 1.0  # within one heartbeat (1 s on the test API)
     q = await _quote(mm_api, devnet, cid, E18)
     assert all(leg["kind"] != "ladder" for leg in q["route"])
 
 
-async def test_invalid_ladders_get_codes_and_the_connection_stays(mm_api: ApiProcess, devnet: Devnet) -> None:
+async def test_invalid_ladders_get_codes_and_the_connection_stays(
+    mm_api: ApiProcess, devnet: Devnet
+) -> None:
     m = manifest_of(devnet)
     cid = m.chains[0].chain_id
     client = await MakerClient.open(ws_url(mm_api), m.makers[1].private_key)
@@ -129,11 +157,20 @@ async def test_invalid_ladders_get_codes_and_the_connection_stays(mm_api: ApiPro
         ("UNKNOWN_TOKEN", {**_levels(cid, [good_bid], [good_ask]), "base": "DOGE"}),
         ("UNKNOWN_TOKEN", {**_levels(cid, [good_bid], [good_ask]), "base": "USDC"}),
         ("UNKNOWN_CHAIN", _levels(999, [good_bid], [good_ask])),
-        ("LADDER_TOO_LONG", _levels(cid, [[str(2000 + k), str(E18)] for k in range(21)], [good_ask])),
+        (
+            "LADDER_TOO_LONG",
+            _levels(cid, [[str(2000 + k), str(E18)] for k in range(21)], [good_ask]),
+        ),
         ("EXPIRY_TOO_FAR", _levels(cid, [good_bid], [good_ask], ttl=3600)),
         ("EXPIRED", _levels(cid, [good_bid], [good_ask], ttl=-1)),
-        ("INSUFFICIENT_MAKER_BALANCE", _levels(cid, [["2900", str(10**6 * E18)]], [])),  # ~2.9e9 USDC
-        ("INSUFFICIENT_MAKER_BALANCE", _levels(cid, [], [["3100", str(10**6 * E18)]])),  # a million WETH
+        (
+            "INSUFFICIENT_MAKER_BALANCE",
+            _levels(cid, [["2900", str(10**6 * E18)]], []),
+        ),  # ~2.9e9 USDC
+        (
+            "INSUFFICIENT_MAKER_BALANCE",
+            _levels(cid, [], [["3100", str(10**6 * E18)]]),
+        ),  # a million WETH
         ("BAD_MESSAGE", {**_levels(cid, [], [good_ask]), "bids": "x"}),
     ]
     try:
@@ -144,7 +181,9 @@ async def test_invalid_ladders_get_codes_and_the_connection_stays(mm_api: ApiPro
             assert await _error(client, "levels", payload) == code, (code, payload)
         assert await _error(client, "frobnicate", {}) == "UNKNOWN_TYPE"
         await asyncio.sleep(1.0)
-        ack = await _ack(client, _levels(cid, [good_bid], [good_ask]))  # still connected, still usable
+        ack = await _ack(
+            client, _levels(cid, [good_bid], [good_ask])
+        )  # still connected, still usable
         assert ack["bids"] == 1
         ack = await _ack(client, _levels(cid, [], []))  # an empty ladder pulls the pair
         assert ack["bids"] == 0 and ack["asks"] == 0
@@ -152,7 +191,9 @@ async def test_invalid_ladders_get_codes_and_the_connection_stays(mm_api: ApiPro
         await client.close()
 
 
-async def test_commitments_across_pairs_share_the_maker_funds(mm_api: ApiProcess, devnet: Devnet) -> None:
+async def test_commitments_across_pairs_share_the_maker_funds(
+    mm_api: ApiProcess, devnet: Devnet
+) -> None:
     m = manifest_of(devnet)
     cid = m.chains[0].chain_id
     client = await MakerClient.open(ws_url(mm_api), m.makers[1].private_key)
@@ -171,14 +212,18 @@ async def test_commitments_across_pairs_share_the_maker_funds(mm_api: ApiProcess
         await client.close()
 
 
-async def test_missed_heartbeats_close_the_socket_and_pull_the_levels(mm_api: ApiProcess, devnet: Devnet) -> None:
+async def test_missed_heartbeats_close_the_socket_and_pull_the_levels(
+    mm_api: ApiProcess, devnet: Devnet
+) -> None:
     m = manifest_of(devnet)
     cid = m.chains[2].chain_id
     mid = await _mid(mm_api, cid)
     bid = mid * Fraction(101, 100)
     client = await MakerClient.open(ws_url(mm_api), m.makers[2].private_key, auto_pong=False)
     await _ack(client, _levels(cid, [[price_str(bid), str(E18)]], []))
-    assert Fraction(int((await _book(mm_api, cid))["bids"][0]["price"]), E18) >= bid * Fraction(998, 1000)
+    assert Fraction(int((await _book(mm_api, cid))["bids"][0]["price"]), E18) >= bid * Fraction(
+        998, 1000
+    )
     t0 = time.monotonic()
     with pytest.raises(MakerClosed):
         await client.recv("never", timeout=5)
@@ -186,7 +231,11 @@ async def test_missed_heartbeats_close_the_socket_and_pull_the_levels(mm_api: Ap
     assert client.close_code == 4408
     assert 1.5 <= silent <= 3.5  # two 1 s heartbeats, checked every 0.25 s
     assert any(msg["type"] == "ping" for msg in client.received)
-    assert any(msg["payload"].get("code") == "HEARTBEAT_TIMEOUT" for msg in client.received if msg["type"] == "error")
+    assert any(
+        msg["payload"].get("code") == "HEARTBEAT_TIMEOUT"
+        for msg in client.received
+        if msg["type"] == "error"
+    )
     book = await _book(mm_api, cid)
     assert Fraction(int(book["bids"][0]["price"]), E18) < bid * Fraction(998, 1000)
 
@@ -231,7 +280,17 @@ async def test_levels_shrink_when_the_maker_moves_funds_away(
         return sum(int(leg["amountIn"]) for leg in q["route"] if leg["kind"] == "ladder")
 
     try:
-        await _ack(client, _levels(cid, [[price_str(bid), str(20 * E18)], [price_str(bid * Fraction(999, 1000)), str(20 * E18)]], []))
+        await _ack(
+            client,
+            _levels(
+                cid,
+                [
+                    [price_str(bid), str(20 * E18)],
+                    [price_str(bid * Fraction(999, 1000)), str(20 * E18)],
+                ],
+                [],
+            ),
+        )
         assert await ladder_in(10 * E18) == 10 * E18
         # The maker keeps 10,000 USDC and sends the rest away (Anvil's dev accounts are unlocked).
         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
@@ -239,8 +298,14 @@ async def test_levels_shrink_when_the_maker_moves_funds_away(
         call = {"to": token, "data": HexStr("0x70a08231" + maker.address[2:].rjust(64, "0"))}
         balance = int.from_bytes(w3.eth.call(call), "big")  # type: ignore[arg-type]
         keep = 10_000 * 10**6
-        data = "0xa9059cbb" + m.traders[7].address[2:].lower().rjust(64, "0") + hex(balance - keep)[2:].rjust(64, "0")
-        w3.eth.send_transaction({"from": maker.address, "to": token, "data": HexStr(data), "gas": 100_000})
+        data = (
+            "0xa9059cbb"
+            + m.traders[7].address[2:].lower().rjust(64, "0")
+            + hex(balance - keep)[2:].rjust(64, "0")
+        )
+        w3.eth.send_transaction(
+            {"from": maker.address, "to": token, "data": HexStr(data), "gas": 100_000}
+        )
 
         # What the ladder still offers costs at most what the maker kept.
         most = keep * 10**12 * E18 // int(bid * E18)  # WETH base units 10,000 USDC buys at the bid

@@ -35,13 +35,20 @@ async def test_allowlisted_maker_logs_in(mm_api: ApiProcess, devnet: Devnet, sch
     client = await MakerClient.open(ws_url(mm_api), maker.private_key, login=False)
     try:
         ch = client.challenge
-        assert ch["domain"] == "crossbook" and ch["nonce"] in ch["message"] and str(ch["expiresAt"]) in ch["message"]
+        assert (
+            ch["domain"] == "crossbook"
+            and ch["nonce"] in ch["message"]
+            and str(ch["expiresAt"]) in ch["message"]
+        )
         welcome = await client.login(scheme)
         assert welcome["maker"] == maker.address
         assert welcome["heartbeatSeconds"] == 1.0
         funds = {c["chainId"]: c["funds"] for c in welcome["chains"]}
         assert set(funds) == set(manifest_of(devnet).chain_ids)
-        assert all(int(f["USDC"]["balance"]) > 0 and int(f["USDC"]["allowance"]) > 0 for f in funds.values())
+        assert all(
+            int(f["USDC"]["balance"]) > 0 and int(f["USDC"]["allowance"]) > 0
+            for f in funds.values()
+        )
         ref = await client.send("ping", {})
         assert (await client.recv("pong"))["payload"]["ref"] == ref
     finally:
@@ -58,7 +65,9 @@ async def test_wrong_signature_is_refused(mm_api: ApiProcess, devnet: Devnet) ->
 
 
 async def test_garbage_signature_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
+    client = await MakerClient.open(
+        ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False
+    )
     payload = client.login_payload()
     payload["signature"] = "0x" + "11" * 65
     await client.send("login", payload)
@@ -72,7 +81,9 @@ async def test_unknown_address_is_refused(mm_api: ApiProcess, devnet: Devnet) ->
     assert (await _refused(client))["code"] == "UNKNOWN_MAKER"
 
 
-async def test_replayed_login_from_another_connection_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
+async def test_replayed_login_from_another_connection_is_refused(
+    mm_api: ApiProcess, devnet: Devnet
+) -> None:
     key = manifest_of(devnet).makers[0].private_key
     first = await MakerClient.open(ws_url(mm_api), key, login=False)
     captured = first.login_payload()
@@ -87,7 +98,9 @@ async def test_replayed_login_from_another_connection_is_refused(mm_api: ApiProc
 
 
 async def test_expired_challenge_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
+    client = await MakerClient.open(
+        ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False
+    )
     payload = client.login_payload()
     await asyncio.sleep(3.2)  # the test API's challenge lives 3 s: the server gives up first
     assert (await _refused(client))["code"] == "CHALLENGE_EXPIRED"
@@ -102,18 +115,24 @@ async def test_expired_challenge_is_refused(mm_api: ApiProcess, devnet: Devnet) 
 async def test_anything_before_login_is_refused(
     mm_api: ApiProcess, devnet: Devnet, typ: str, payload: dict[str, Any]
 ) -> None:
-    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
+    client = await MakerClient.open(
+        ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False
+    )
     await client.send(typ, payload)
     assert (await _refused(client))["code"] == "AUTH_REQUIRED"
 
 
 async def test_malformed_frame_before_login_is_refused(mm_api: ApiProcess, devnet: Devnet) -> None:
-    client = await MakerClient.open(ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False)
+    client = await MakerClient.open(
+        ws_url(mm_api), manifest_of(devnet).makers[0].private_key, login=False
+    )
     await client.ws.send("{not json")
     assert (await _refused(client))["code"] == "BAD_MESSAGE"
 
 
-async def test_second_login_of_the_same_maker_supersedes_the_first(mm_api: ApiProcess, devnet: Devnet) -> None:
+async def test_second_login_of_the_same_maker_supersedes_the_first(
+    mm_api: ApiProcess, devnet: Devnet
+) -> None:
     key = manifest_of(devnet).makers[2].private_key
     first = await MakerClient.open(ws_url(mm_api), key)
     second = await MakerClient.open(ws_url(mm_api), key)

@@ -25,7 +25,9 @@ E18 = 10**18
 
 @contextlib.asynccontextmanager
 async def _makers(api: InThreadApi, devnet: Devnet) -> AsyncIterator[list[MakerClient]]:
-    clients = [await MakerClient.open(ws_url(api), mk.private_key) for mk in manifest_of(devnet).makers]
+    clients = [
+        await MakerClient.open(ws_url(api), mk.private_key) for mk in manifest_of(devnet).makers
+    ]
     try:
         yield clients
     finally:
@@ -38,7 +40,9 @@ def _assets(api: InThreadApi, chain_id: int) -> tuple[Asset, Asset]:
     return book.asset("WETH", ChainId(chain_id)), book.asset("USDC", ChainId(chain_id))
 
 
-def _quote(client: MakerClient, rfq: dict[str, Any], maker_amount: int, taker_amount: int) -> MakerQuote:
+def _quote(
+    client: MakerClient, rfq: dict[str, Any], maker_amount: int, taker_amount: int
+) -> MakerQuote:
     leg = rfq["legs"][0]
     q = MakerQuote(
         rfq_id=rfq["rfqId"],
@@ -68,24 +72,37 @@ async def test_firm_quote_accepted_bad_signature_ignored_decline_and_deadline(
     async with _makers(mm_inproc, devnet) as (good, forger, decliner):
         t0 = time.monotonic()
         pending = mm_inproc.submit(
-            mm_inproc.hub.request_quotes(sell=weth, buy=usdc, side="exactIn", amount=10 * E18, deadline_ms=600)
+            mm_inproc.hub.request_quotes(
+                sell=weth, buy=usdc, side="exactIn", amount=10 * E18, deadline_ms=600
+            )
         )
         rfqs = [(await c.recv("rfq"))["payload"] for c in (good, forger, decliner)]
         assert len({r["rfqId"] for r in rfqs}) == 1
         rfq = rfqs[0]
-        assert rfq["side"] == "exactIn" and rfq["sellSymbol"] == "WETH" and rfq["buySymbol"] == "USDC"
-        assert [(leg["chainId"], leg["amount"], leg["takerToken"]) for leg in rfq["legs"]] == [(cid, str(10 * E18), weth.address)]
+        assert (
+            rfq["side"] == "exactIn" and rfq["sellSymbol"] == "WETH" and rfq["buySymbol"] == "USDC"
+        )
+        assert [(leg["chainId"], leg["amount"], leg["takerToken"]) for leg in rfq["legs"]] == [
+            (cid, str(10 * E18), weth.address)
+        ]
 
         ok = _quote(good, rfq, 30_000 * 10**6, 10 * E18)
         assert (await _reply(good, "quote", ok.to_json()))["payload"]["accepted"] is True
 
         forged = _quote(forger, rfq, 31_000 * 10**6, 10 * E18)
-        bad = {**forged.to_json(), "signature": _quote(good, rfq, 31_000 * 10**6, 10 * E18).signature}
+        bad = {
+            **forged.to_json(),
+            "signature": _quote(good, rfq, 31_000 * 10**6, 10 * E18).signature,
+        }
         assert (await _reply(forger, "quote", bad))["payload"]["code"] == "BAD_SIGNATURE"
         wrong_amount = _quote(forger, rfq, 31_000 * 10**6, 9 * E18)
-        assert (await _reply(forger, "quote", wrong_amount.to_json()))["payload"]["code"] == "INVALID_QUOTE"
+        assert (await _reply(forger, "quote", wrong_amount.to_json()))["payload"][
+            "code"
+        ] == "INVALID_QUOTE"
         too_much = _quote(forger, rfq, 10**9 * 10**6, 10 * E18)  # more USDC than the maker holds
-        assert (await _reply(forger, "quote", too_much.to_json()))["payload"]["code"] == "INSUFFICIENT_MAKER_BALANCE"
+        assert (await _reply(forger, "quote", too_much.to_json()))["payload"][
+            "code"
+        ] == "INSUFFICIENT_MAKER_BALANCE"
 
         declined = await _reply(decliner, "decline", {"rfqId": rfq["rfqId"]})
         assert declined["payload"]["declined"] is True
@@ -100,14 +117,18 @@ async def test_firm_quote_accepted_bad_signature_ignored_decline_and_deadline(
     assert recover(q.digest(domain), q.signature) == good.address
 
 
-async def test_all_answered_returns_early_best_first_exact_out(mm_inproc: InThreadApi, devnet: Devnet) -> None:
+async def test_all_answered_returns_early_best_first_exact_out(
+    mm_inproc: InThreadApi, devnet: Devnet
+) -> None:
     cid = manifest_of(devnet).chains[1].chain_id
     weth, usdc = _assets(mm_inproc, cid)
     async with _makers(mm_inproc, devnet) as (a, b, c):
         t0 = time.monotonic()
         # The taker wants exactly 2 WETH for USDC: makers compete on the USDC they take.
         pending = mm_inproc.submit(
-            mm_inproc.hub.request_quotes(sell=usdc, buy=weth, side="exactOut", amount=2 * E18, deadline_ms=3000)
+            mm_inproc.hub.request_quotes(
+                sell=usdc, buy=weth, side="exactOut", amount=2 * E18, deadline_ms=3000
+            )
         )
         rfq = (await a.recv("rfq"))["payload"]
         await b.recv("rfq")
@@ -116,7 +137,9 @@ async def test_all_answered_returns_early_best_first_exact_out(mm_inproc: InThre
         qb = _quote(b, rfq, 2 * E18, 6_050 * 10**6)
         assert (await _reply(a, "quote", qa.to_json()))["type"] == "ack"
         assert (await _reply(b, "quote", qb.to_json()))["type"] == "ack"
-        assert (await _reply(b, "quote", qb.to_json()))["payload"]["code"] == "INVALID_QUOTE"  # once only
+        assert (await _reply(b, "quote", qb.to_json()))["payload"][
+            "code"
+        ] == "INVALID_QUOTE"  # once only
         await _reply(c, "decline", {"rfqId": rfq["rfqId"], "reason": "flat"})
         quotes = await pending
         elapsed = time.monotonic() - t0
@@ -124,18 +147,24 @@ async def test_all_answered_returns_early_best_first_exact_out(mm_inproc: InThre
     assert [q.maker for q in quotes] == [b.address, a.address]
 
 
-async def test_late_quote_is_refused_and_not_returned(mm_inproc: InThreadApi, devnet: Devnet) -> None:
+async def test_late_quote_is_refused_and_not_returned(
+    mm_inproc: InThreadApi, devnet: Devnet
+) -> None:
     cid = manifest_of(devnet).chains[0].chain_id
     weth, usdc = _assets(mm_inproc, cid)
     async with _makers(mm_inproc, devnet) as clients:
         pending = mm_inproc.submit(
-            mm_inproc.hub.request_quotes(sell=weth, buy=usdc, side="exactIn", amount=E18, deadline_ms=200)
+            mm_inproc.hub.request_quotes(
+                sell=weth, buy=usdc, side="exactIn", amount=E18, deadline_ms=200
+            )
         )
         rfq = (await clients[0].recv("rfq"))["payload"]
         assert rfq["deadlineMs"] == 200
         assert await pending == []
         late = _quote(clients[0], rfq, 3_000 * 10**6, E18)
-        assert (await _reply(clients[0], "quote", late.to_json()))["payload"]["code"] == "RFQ_CLOSED"
+        assert (await _reply(clients[0], "quote", late.to_json()))["payload"][
+            "code"
+        ] == "RFQ_CLOSED"
         unknown = {**late.to_json(), "rfqId": "0x" + "ab" * 32}
         assert (await _reply(clients[0], "quote", unknown))["payload"]["code"] == "UNKNOWN_RFQ"
 
@@ -144,7 +173,12 @@ async def test_no_makers_means_no_wait(mm_inproc: InThreadApi, devnet: Devnet) -
     cid = manifest_of(devnet).chains[0].chain_id
     weth, usdc = _assets(mm_inproc, cid)
     t0 = time.monotonic()
-    assert await mm_inproc.submit(mm_inproc.hub.request_quotes(sell=weth, buy=usdc, side="exactIn", amount=E18)) == []
+    assert (
+        await mm_inproc.submit(
+            mm_inproc.hub.request_quotes(sell=weth, buy=usdc, side="exactIn", amount=E18)
+        )
+        == []
+    )
     assert time.monotonic() - t0 < 0.2
 
 
@@ -170,19 +204,53 @@ async def test_fill_and_settlement_notices_and_unsettled_fills_hold_funds(
         assert await mm_inproc.submit(mm_inproc.hub.notify_fill(maker.address, fill)) is True
         got = (await maker.recv("fill"))["payload"]
         assert got == fill.to_json()
-        bids = {"chainId": cid, "base": "WETH", "quote": "USDC", "bids": [["3000", str(E18)]], "expiresAt": int(time.time()) + 30}
-        assert (await _reply(maker, "levels", bids))["payload"]["code"] == "INSUFFICIENT_MAKER_BALANCE"
+        bids = {
+            "chainId": cid,
+            "base": "WETH",
+            "quote": "USDC",
+            "bids": [["3000", str(E18)]],
+            "expiresAt": int(time.time()) + 30,
+        }
+        assert (await _reply(maker, "levels", bids))["payload"][
+            "code"
+        ] == "INSUFFICIENT_MAKER_BALANCE"
 
         settled = mm_inproc.hub.notify_settlement(
-            maker.address, order_id=fill.order_id, chain_id=cid, status="settled", tx_hash="0x" + "aa" * 32, block_number=7
+            maker.address,
+            order_id=fill.order_id,
+            chain_id=cid,
+            status="settled",
+            tx_hash="0x" + "aa" * 32,
+            block_number=7,
         )
         assert await mm_inproc.submit(settled) is True
         note = (await maker.recv("settlement"))["payload"]
-        assert note["orderId"] == fill.order_id and note["status"] == "settled" and note["blockNumber"] == 7
+        assert (
+            note["orderId"] == fill.order_id
+            and note["status"] == "settled"
+            and note["blockNumber"] == 7
+        )
         # No real transfer happened on chain, so the funds are the maker's again.
         assert (await _reply(maker, "levels", bids))["type"] == "ack"
     finally:
         await maker.close()
     # A maker that is not connected gets nothing (the fill still counts against its funds).
     assert await mm_inproc.submit(mm_inproc.hub.notify_fill(m.makers[0].address, fill)) is False
-    await mm_inproc.submit(mm_inproc.hub.notify_settlement(m.makers[0].address, order_id=fill.order_id, chain_id=cid, status="failed"))
+    await mm_inproc.submit(
+        mm_inproc.hub.notify_settlement(
+            m.makers[0].address, order_id=fill.order_id, chain_id=cid, status="failed"
+        )
+    )
+
+
+async def test_should_rfq_values_orders_in_usd(mm_inproc: InThreadApi, devnet: Devnet) -> None:
+    cid = manifest_of(devnet).chains[0].chain_id
+    weth, usdc = _assets(mm_inproc, cid)
+    hub = mm_inproc.hub
+    assert not hub.should_rfq(weth, 1_000 * E18)  # nobody to ask
+    async with _makers(mm_inproc, devnet):
+        assert hub.config.rfq_min_usd == 250_000
+        assert hub.should_rfq(weth, 100 * E18)  # ~300k USD at the pools' price
+        assert not hub.should_rfq(weth, 10 * E18)
+        assert hub.should_rfq(usdc, 250_000 * 10**6)
+        assert not hub.should_rfq(usdc, 249_999 * 10**6)
