@@ -25,6 +25,7 @@ from typing import Any
 import redis
 import requests
 from celery import shared_task
+from celery.signals import celeryd_after_setup
 
 from app.manifest import Manifest
 from app.settings import get_settings
@@ -84,6 +85,18 @@ def context(chain_id: int) -> ChainContext:
     )
     _ctx[chain_id] = (mtime, ctx)
     return ctx
+
+
+@celeryd_after_setup.connect
+def _warm_prover(sender: Any, instance: Any, **_: Any) -> None:
+    """A worker that consumes `prove` loads the capacity-16 circuit and keys at start, so
+    the first batch does not pay for it (a few seconds)."""
+    try:
+        queues = set(instance.app.amqp.queues.consume_from or {})
+    except AttributeError:
+        queues = set()
+    if "prove" in queues:
+        prover_service.warm_keys((16,))
 
 
 def _idem(key: str, ttl: int = 86400) -> bool:

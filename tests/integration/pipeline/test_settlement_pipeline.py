@@ -27,10 +27,18 @@ def _status(client: CrossbookClient, oid: str) -> dict[str, Any]:
     return client.order(oid)
 
 
-def test_same_and_cross_chain_orders_finalize(pipeline_api: Any, vault_devnet: Any, celery_procs: Any, r: Any) -> None:
+def _approve(net: Any, chain: int, symbol: str, owner: str, amount: int) -> None:
+    c = manifest_of(net).chain(chain)
+    w3 = Web3(Web3.HTTPProvider(c.rpc_url))
+    data = Web3.keccak(text="approve(address,uint256)")[:4] + bytes(12) + bytes.fromhex(c.contracts["settlement"][2:]) + amount.to_bytes(32, "big")
+    h = w3.eth.send_transaction({"from": owner, "to": c.tokens[symbol].address, "data": data, "gas": 100_000})  # type: ignore[typeddict-item]
+    assert w3.eth.wait_for_transaction_receipt(h, timeout=30)["status"] == 1
+
+
+def test_same_and_cross_chain_orders_finalize(vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, r: Any) -> None:
     m = manifest_of(vault_devnet)
     client = CrossbookClient(pipeline_api.url)
-    t1, t2 = m.traders[0], m.traders[1]
+    t1, t2, t3 = m.traders[0], m.traders[1], m.traders[2]
     before = {
         "t1_weth": _balance(vault_devnet, A, "WETH", t1.address),
         "t1_usdc_b": _balance(vault_devnet, B, "USDC", t1.address),
@@ -39,11 +47,17 @@ def test_same_and_cross_chain_orders_finalize(pipeline_api: Any, vault_devnet: A
     }
     cross = client.swap(client.quote(A, "WETH", B, "USDC", taker=t1.address, sell_amount=10**17), t1.private_key)
     same = client.swap(client.quote(A, "WETH", A, "USDC", taker=t2.address, sell_amount=2 * 10**17), t2.private_key)
+    # t3 confirms, then revokes the vault's allowance before the batch settles.
+    t3_weth = _balance(vault_devnet, A, "WETH", t3.address)
+    t3_usdc_b = _balance(vault_devnet, B, "USDC", t3.address)
+    revoked = client.swap(client.quote(A, "WETH", B, "USDC", taker=t3.address, sell_amount=10**17), t3.private_key)
+    _approve(vault_devnet, A, "WETH", t3.address, 0)
 
     def done() -> bool:
-        states = [_status(client, o["orderId"])["state"] for o in (cross, same)]
-        assert not set(states) & {"failed", "refunded"}, states
-        return all(s == "finalized" for s in states)
+        states = [_status(client, o["orderId"])["state"] for o in (cross, same, revoked)]
+        assert not set(states[:2]) & {"failed", "refunded"}, states
+        assert states[2] in ("confirmed", "failed"), states
+        return states == ["finalized", "finalized", "failed"]
 
     try:
         wait_for(done, 120, "both orders finalized", interval=0.5)
@@ -73,6 +87,13 @@ def test_same_and_cross_chain_orders_finalize(pipeline_api: Any, vault_devnet: A
         return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
 
     wait_for(reconciled, 30, "reconcile ok on both chains")
+    # The revoked order failed with its reason; nothing taken, nothing paid, holds released.
+    sr = _status(client, revoked["orderId"])
+    assert "TRANSFER_FAILED" in sr["reason"] and sr["legs"][1]["state"] == "cancelled"
+    assert sr["legs"][1]["logIndex"] is None
+    assert _balance(vault_devnet, A, "WETH", t3.address) == t3_weth
+    assert _balance(vault_devnet, B, "USDC", t3.address) == t3_usdc_b
+    assert int(r.get(f"held:{A}:{o['sellToken'].lower()}:{t3.address.lower()}") or 0) == 0
     batches = [json.loads(r.get(k)) for k in r.keys("stl:*:batch:*") if not k.endswith(":seq")]
     settled = [b for b in batches if b["state"] == "final"]
     assert settled and all(b.get("gasUsed") for b in settled)
