@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from scripts.devnet.accounts import named_accounts
 from scripts.devnet.anvil import AnvilError, AnvilNode, rpc_call
 from scripts.devnet.config import DevnetConfig
 from scripts.devnet.deploy import deploy_chain
+from scripts.devnet.deploy_settlement import deploy_settlement
 from scripts.devnet.ports import free_port, port_in_use
 from scripts.devnet.producer import BlockProducer, ChainClock, read_control, write_control
 
@@ -139,7 +140,7 @@ class Devnet:
                     self.cfg, spec, node.rpc_url, accounts,
                     progress=lambda step: progress(f"chain {spec.chain_id}: {step}"),
                 )
-                return ChainInfo(
+                info = ChainInfo(
                     name=spec.name,
                     chain_id=spec.chain_id,
                     rpc_url=node.rpc_url,
@@ -151,6 +152,11 @@ class Devnet:
                     inventory=accounts["operator"][0].address,
                     deploy_block=dep.block,
                 )
+                # The vault (verifiers + Settlement) takes over the operator's inventory.
+                vault = deploy_settlement(
+                    info, node.rpc_url, accounts, progress=lambda step: progress(f"chain {spec.chain_id}: {step}")
+                )
+                return replace(info, contracts=vault["contracts"], inventory=vault["inventory"], deploy_block=vault["block"])
 
             with ThreadPoolExecutor(max_workers=len(self.cfg.chains)) as pool:
                 chains = tuple(pool.map(deploy, self.cfg.chains))

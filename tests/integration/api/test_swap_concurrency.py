@@ -40,7 +40,10 @@ async def test_concurrent_swaps_never_over_reserve(api: Any, clean_devnet: Devne
         bal = weth.functions.balanceOf(t.address).call()
         txs.append((w3s, weth.functions.transfer(sink, bal - 10**18).transact({"from": t.address})))
     inv = usdc.functions.balanceOf(buy_chain.inventory).call()
-    txs.append((w3b, usdc.functions.transfer(sink, inv - 5_000 * 10**6).transact({"from": buy_chain.inventory})))
+    # The inventory sits in the vault contract: impersonate it to move most of it out.
+    w3b.provider.make_request("anvil_impersonateAccount", [buy_chain.inventory])  # type: ignore[arg-type]
+    w3b.provider.make_request("anvil_setBalance", [buy_chain.inventory, hex(10**18)])  # type: ignore[arg-type]
+    txs.append((w3b, usdc.functions.transfer(sink, inv - 5_000 * 10**6).transact({"from": buy_chain.inventory, "gas": 100_000})))
     for w3, tx in txs:
         w3.eth.wait_for_transaction_receipt(tx, timeout=20)
 

@@ -38,7 +38,9 @@ def test_manifest_lists_three_distinct_chains_with_every_contract(devnet: Devnet
             erc = w3.eth.contract(address=Web3.to_checksum_address(tok.address), abi=token_abi)
             assert erc.functions.symbol().call() == sym
             assert erc.functions.decimals().call() == tok.decimals
-            for acct in (m.operator, *m.traders, *m.makers):
+            assert erc.functions.balanceOf(c.inventory).call() > 0  # the vault holds the inventory
+            assert c.inventory == c.contracts["settlement"]
+            for acct in (*m.traders, *m.makers):
                 assert erc.functions.balanceOf(acct.address).call() > 0
             for acct in (*m.traders, *m.makers):
                 assert erc.functions.allowance(acct.address, c.inventory).call() == 2**256 - 1
