@@ -74,16 +74,21 @@ def _batch_circuit(slots: int) -> tuple[R1CS, list[int]] | None:
 
 
 def _run_measured(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB (largest process of the tree), stdout."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
+    """Wall seconds, peak RSS in MiB, stdout of `cmd`. The peak comes from wait4 on the
+    child: the largest resident set of it and of the descendants it waited for (our
+    prover's forked helper, snarkjs's worker threads share its process)."""
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{err[-2000:]}")
-    # ru_maxrss of RUSAGE_CHILDREN: the largest resident set among waited-for descendants.
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, peak_kib / 1024, out
+    return wall, usage.ru_maxrss / 1024, out
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -196,15 +201,16 @@ def _bench_one(
         "--bits",
         str(args.bits),
     ]
-    wall, _, out = _run_measured(cmd, cwd=ROOT)
+    wall, peak, out = _run_measured(cmd, cwd=ROOT)
     ours = json.loads(out.strip().splitlines()[-1])
     ours["process_wall_s"] = round(wall, 2)
+    ours["peak_rss_mib"] = round(max(peak, ours["peak_rss_mib"]), 1)
     row["ours"] = ours
 
     node = shutil.which("node")
     if node and SNARKJS.exists() and not args.no_snarkjs:
         print(f"[bench] {label}: snarkjs", file=sys.stderr, flush=True)
-        wall, _, _ = _run_measured(
+        wall, peak, _ = _run_measured(
             [
                 node,
                 str(SNARKJS),
@@ -216,28 +222,10 @@ def _bench_one(
                 str(work / "pub.json"),
             ]
         )
-        # RUSAGE_CHILDREN is cumulative-max, so take snarkjs's peak from /proc-free
-        # accounting: rerun under a fresh Python parent for an isolated number.
-        peak = (
-            _isolated_peak(
-                [
-                    node,
-                    str(SNARKJS),
-                    "groth16",
-                    "prove",
-                    str(zkey),
-                    str(wtns),
-                    str(work / "p2.json"),
-                    str(work / "pub2.json"),
-                ]
-            )
-            if args.snarkjs_memory
-            else None
-        )
         their = sf.read_proof_json(work / "p.json")
         row["snarkjs"] = {
             "prove_s": round(wall, 2),
-            "peak_rss_mib": peak,
+            "peak_rss_mib": round(peak, 1),
             "our_verifier_accepts": groth16.verify(
                 vk, sf.read_public_json(work / "pub.json"), their
             ),
@@ -248,18 +236,6 @@ def _bench_one(
         print(f"[bench] {label}: msm", file=sys.stderr, flush=True)
         row["msm"] = _msm_rate(pk)
     return row
-
-
-def _isolated_peak(cmd: list[str]) -> float:
-    """Peak RSS (MiB) of `cmd` alone, measured by a fresh Python parent."""
-    code = (
-        "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,capture_output=True);"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True
-    )
-    return int(out.stdout.strip()) / 1024
 
 
 def _gas(args: argparse.Namespace) -> dict[str, Any]:
@@ -341,9 +317,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-snarkjs", action="store_true")
     ap.add_argument("--no-gas", action="store_true")
     ap.add_argument("--no-msm", dest="msm", action="store_false")
-    ap.add_argument(
-        "--snarkjs-memory", action="store_true", help="second snarkjs run to isolate its peak RSS"
-    )
     # internal: the measured child
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--keyfile", help=argparse.SUPPRESS)

@@ -173,6 +173,18 @@ def _take(values: Sequence[Any], idx: np.ndarray) -> list[Any]:
     return list(itemgetter(*idx.tolist())(values))
 
 
+def _takes(columns: Sequence[Sequence[Any]], idx: np.ndarray) -> list[list[Any]]:
+    """_take for several columns sharing one index (one tolist, one itemgetter)."""
+    n = len(idx)
+    if n == 0:
+        return [[] for _ in columns]
+    if n == 1:
+        i = int(idx[0])
+        return [[c[i]] for c in columns]
+    getter = itemgetter(*idx.tolist())
+    return [list(getter(c)) for c in columns]
+
+
 def _reduce(
     group: Group[Any], keys: np.ndarray, coords: list[list[Any]]
 ) -> tuple[np.ndarray, list[list[Any]]]:
@@ -198,19 +210,18 @@ def _reduce(
         if single.any():
             idx = np.flatnonzero(single)
             done_keys.append(keys[idx])
-            for j in range(nc):
-                done_coords[j] += _take(coords[j], idx)
+            for j, col in enumerate(_takes(coords, idx)):
+                done_coords[j] += col
         even = (pos & 1) == 0
         first = np.flatnonzero(even & (pos + 1 < run_len))
         if not len(first):
             break
         leftover = np.flatnonzero(even & ~single & (pos + 1 == run_len))
-        second = first + 1
-        args = [_take(coords[j], first) for j in range(nc)]
-        args += [_take(coords[j], second) for j in range(nc)]
+        args = _takes(coords, first) + _takes(coords, first + 1)
         *sums, infinite = group.add_pairs(*args)
         new_keys = np.concatenate([keys[first], keys[leftover]])
-        new_coords = [sums[j] + _take(coords[j], leftover) for j in range(nc)]
+        left = _takes(coords, leftover)
+        new_coords = [sums[j] + left[j] for j in range(nc)]
         if infinite:
             keep = np.ones(len(new_keys), dtype=bool)
             keep[np.asarray(infinite, dtype=np.int64)] = False
@@ -219,12 +230,12 @@ def _reduce(
         else:
             order = np.argsort(new_keys, kind="stable")
         keys = new_keys[order]
-        coords = [_take(c, order) for c in new_coords]
+        coords = _takes(new_coords, order)
     if not done_keys:
         return np.zeros(0, dtype=np.int64), [[] for _ in range(nc)]
     all_keys = np.concatenate(done_keys)
     order = np.argsort(all_keys, kind="stable")
-    return all_keys[order], [_take(c, order) for c in done_coords]
+    return all_keys[order], _takes(done_coords, order)
 
 
 def _gather(
