@@ -324,7 +324,9 @@ class MakerHub:
             await self._login(s, env)
             return
         if env.type in ("ping", "pong"):
-            if env.type == "ping":
+            # Heartbeats pass the cool-down (a throttled maker stays connected), but a
+            # flood of pings is not answered beyond the message rate.
+            if env.type == "ping" and s.messages_bucket.take(now):
                 await self._emit(s, "pong", {"ref": env.id})
             return
         if now < s.cooldown_until:

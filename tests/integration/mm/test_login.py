@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from app.services.makers import MakerHubConfig
+from app.settings import Settings
 from scripts.demo_maker import MakerClient, MakerClosed
 from scripts.devnet.devnet import Devnet
 from tests.conftest import ApiProcess
@@ -144,3 +146,14 @@ async def test_second_login_of_the_same_maker_supersedes_the_first(
         assert (await second.recv("pong"))["payload"]["ref"] == ref
     finally:
         await second.close()
+
+
+def test_allowlist_setting_overrides_the_manifest(devnet: Devnet) -> None:
+    m = manifest_of(devnet)
+    default = MakerHubConfig.from_settings(Settings(), m)
+    assert default.allowlist == {mk.address.lower() for mk in m.makers}
+    custom = Settings(maker_allowlist=f" {m.traders[0].address}, {m.makers[0].address.lower()} ,")
+    assert MakerHubConfig.from_settings(custom, m).allowlist == {
+        m.traders[0].address.lower(),
+        m.makers[0].address.lower(),
+    }
