@@ -213,24 +213,27 @@ def _reduce(
             for j, col in enumerate(_takes(coords, idx)):
                 done_coords[j] += col
         even = (pos & 1) == 0
-        first = np.flatnonzero(even & (pos + 1 < run_len))
+        is_first = even & (pos + 1 < run_len)
+        first = np.flatnonzero(is_first)
         if not len(first):
             break
-        leftover = np.flatnonzero(even & ~single & (pos + 1 == run_len))
+        is_left = even & ~single & (pos + 1 == run_len)
+        leftover = np.flatnonzero(is_left)
         args = _takes(coords, first) + _takes(coords, first + 1)
         *sums, infinite = group.add_pairs(*args)
-        new_keys = np.concatenate([keys[first], keys[leftover]])
         left = _takes(coords, leftover)
-        new_coords = [sums[j] + left[j] for j in range(nc)]
+        combined = [sums[j] + left[j] for j in range(nc)]
+        # The survivors, in position order (so keys stay sorted, no argsort): each slot
+        # reads its pair sum (rank among firsts) or its leftover (after all the sums).
+        slots = np.flatnonzero(is_first | is_left)
+        src = np.where(
+            is_first[slots], np.cumsum(is_first)[slots] - 1, len(first) + np.cumsum(is_left)[slots] - 1
+        )
         if infinite:
-            keep = np.ones(len(new_keys), dtype=bool)
-            keep[np.asarray(infinite, dtype=np.int64)] = False
-            order = np.flatnonzero(keep)
-            order = order[np.argsort(new_keys[order], kind="stable")]
-        else:
-            order = np.argsort(new_keys, kind="stable")
-        keys = new_keys[order]
-        coords = _takes(new_coords, order)
+            keep = ~np.isin(src, np.asarray(infinite, dtype=np.int64))
+            slots, src = slots[keep], src[keep]
+        keys = keys[slots]
+        coords = _takes(combined, src)
     if not done_keys:
         return np.zeros(0, dtype=np.int64), [[] for _ in range(nc)]
     all_keys = np.concatenate(done_keys)
@@ -527,7 +530,14 @@ def run_parallel(
     ctx = multiprocessing.get_context("fork")
     parent_conn, child_conn = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=_child, args=(child_conn, there), daemon=True)
-    proc.start()
+    try:
+        proc.start()
+    except AssertionError:
+        # Daemonic processes (some worker pools) may not have children: run here instead.
+        parent_conn.close()
+        child_conn.close()
+        chan = Channel()
+        return here(chan), there(chan)
     child_conn.close()
     chan = Channel(parent_conn)
     try:
