@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await orders.restore()
         app.state.services = Services(manifest=manifest, books=books, quotes=quotes, orders=orders, redis=redis)
         makers = MakerHub(manifest, books, MakerHubConfig.from_settings(settings, manifest))
-        await makers.start()
+        await makers.start(redis)
         app.state.services.makers = makers
         try:
             yield

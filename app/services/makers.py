@@ -60,11 +60,14 @@ __all__ = [
     "CLOSE_AUTH",
     "CLOSE_HEARTBEAT",
     "CLOSE_SUPERSEDED",
+    "NOTICE_CHANNEL",
     "MakerFill",
     "MakerHub",
     "MakerHubConfig",
     "MakerQuote",
     "MakerSession",
+    "fill_notice",
+    "settlement_notice",
 ]
 
 log = logging.getLogger("crossbook.makers")
@@ -73,6 +76,7 @@ CLOSE_AUTH = 4401  # login failed, timed out, or a message came before it
 CLOSE_HEARTBEAT = 4408  # two heartbeat intervals without a message
 CLOSE_SUPERSEDED = 4409  # the same maker logged in on another connection
 STABLES = frozenset({"USDC", "USDT", "DAI"})
+NOTICE_CHANNEL = "crossbook:mm:notices"  # Redis pub/sub: notices from other processes
 
 Sender = Callable[[str], Awaitable[None]]
 Closer = Callable[[int, str], Awaitable[None]]
@@ -251,19 +255,23 @@ class MakerHub:
         self.login_domain = Domain(
             first.chain_id, first.contracts.get("settlement", first.inventory)
         )
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         books.balance_listeners.append(self._on_balances)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="maker-hub")
+    async def start(self, redis: Any = None) -> None:
+        """Start the heartbeat/expiry ticker and, given a Redis client, relay the notices
+        other processes publish on `NOTICE_CHANNEL` (settlement runs in the workers)."""
+        self._tasks = [asyncio.create_task(self._run(), name="maker-hub")]
+        if redis is not None:
+            self._tasks.append(asyncio.create_task(self._relay(redis), name="maker-notices"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for t in self._tasks:
+            t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await t
         for s in list(self._open):
             await self._drop(s, 1001, "server shutting down")
 
@@ -832,6 +840,53 @@ class MakerHub:
             log.info("maker disconnected", extra={"maker": s.maker, "code": code, "reason": reason})
         await s.close(code, reason)
 
+    async def _relay(self, redis: Any) -> None:
+        """Deliver notices published by other processes; resubscribe after Redis restarts
+        (pub/sub is at-most-once: a notice published while it is down is lost)."""
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(NOTICE_CHANNEL)
+                    async for msg in pubsub.listen():
+                        if msg.get("type") == "message":
+                            await self._deliver(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("maker notice relay: %s; resubscribing", e)
+                await asyncio.sleep(1.0)
+
+    async def _deliver(self, raw: str | bytes) -> None:
+        try:
+            doc = json.loads(raw)
+            maker, kind, p = doc["maker"], doc["type"], doc["payload"]
+            if kind == "fill":
+                fill = MakerFill(
+                    order_id=p["orderId"],
+                    chain_id=int(p["chainId"]),
+                    maker_token=p["makerToken"],
+                    maker_amount=int(p["makerAmount"]),
+                    taker_token=p["takerToken"],
+                    taker_amount=int(p["takerAmount"]),
+                    source_id=p.get("sourceId", ""),
+                    rfq_id=p.get("rfqId", ""),
+                )
+                await self.notify_fill(maker, fill)
+            elif kind == "settlement":
+                await self.notify_settlement(
+                    maker,
+                    order_id=p["orderId"],
+                    chain_id=int(p["chainId"]),
+                    status=p["status"],
+                    tx_hash=p.get("txHash"),
+                    block_number=p.get("blockNumber"),
+                    batch_id=p.get("batchId"),
+                )
+            else:
+                raise ValueError(f"unknown notice type {kind!r}")
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("dropped a malformed maker notice: %r", e)
+
     async def _run(self) -> None:
         tick = min(self.config.heartbeat / 4, 0.5)
         while True:
@@ -871,6 +926,33 @@ class MakerHub:
         for mine in self._ladders.values():
             for sid in [k for k, v in mine.items() if (v.next_expiry() or 0) <= wall]:
                 del mine[sid]
+
+
+def fill_notice(maker: str, fill: MakerFill) -> str:
+    """What a process without the hub publishes on `NOTICE_CHANNEL` for `notify_fill`."""
+    return json.dumps({"maker": maker, "type": "fill", "payload": fill.to_json()})
+
+
+def settlement_notice(
+    maker: str,
+    *,
+    order_id: str,
+    chain_id: int,
+    status: str,
+    tx_hash: str | None = None,
+    block_number: int | None = None,
+    batch_id: str | None = None,
+) -> str:
+    """What a settlement worker publishes on `NOTICE_CHANNEL` for `notify_settlement`."""
+    payload = {
+        "orderId": order_id,
+        "chainId": chain_id,
+        "status": status,
+        "txHash": tx_hash,
+        "blockNumber": block_number,
+        "batchId": batch_id,
+    }
+    return json.dumps({"maker": maker, "type": "settlement", "payload": payload})
 
 
 def _commitments(ladder: LadderSource) -> dict[str, int]:

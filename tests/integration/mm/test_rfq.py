@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis
 
 from app.domain.eip712 import Domain, recover
 from app.domain.maker_messages import MakerQuote
 from app.domain.types import Asset, ChainId
-from app.services.makers import MakerFill
+from app.services.makers import NOTICE_CHANNEL, MakerFill, fill_notice, settlement_notice
 from scripts.demo_maker import MakerClient
 from scripts.devnet.devnet import Devnet
+from scripts.redis_server import EmbeddedRedis
 from tests.integration.mm.conftest import InThreadApi, manifest_of, ws_url
 
 pytestmark = pytest.mark.integration
@@ -254,3 +256,31 @@ async def test_should_rfq_values_orders_in_usd(mm_inproc: InThreadApi, devnet: D
         assert not hub.should_rfq(weth, 10 * E18)
         assert hub.should_rfq(usdc, 250_000 * 10**6)
         assert not hub.should_rfq(usdc, 249_999 * 10**6)
+
+
+async def test_notices_published_by_other_processes_reach_the_maker(
+    mm_inproc: InThreadApi, devnet: Devnet, redis_server: EmbeddedRedis
+) -> None:
+    m = manifest_of(devnet)
+    cid = m.chains[2].chain_id
+    weth, usdc = _assets(mm_inproc, cid)
+    maker = await MakerClient.open(ws_url(mm_inproc), m.makers[1].private_key)
+    pub = redis.Redis.from_url(redis_server.url)
+    try:
+        fill = MakerFill("0x" + "02" * 32, cid, weth.address, E18, usdc.address, 3_000 * 10**6)
+        pub.publish(NOTICE_CHANNEL, "not json")  # dropped with a warning, the relay carries on
+        pub.publish(NOTICE_CHANNEL, fill_notice(maker.address, fill))
+        assert (await maker.recv("fill"))["payload"] == fill.to_json()
+        done = settlement_notice(
+            maker.address, order_id=fill.order_id, chain_id=cid, status="settled", batch_id="b-1"
+        )
+        pub.publish(NOTICE_CHANNEL, done)
+        note = (await maker.recv("settlement"))["payload"]
+        assert (note["orderId"], note["status"], note["batchId"]) == (
+            fill.order_id,
+            "settled",
+            "b-1",
+        )
+    finally:
+        pub.close()
+        await maker.close()
