@@ -77,6 +77,7 @@ CLOSE_HEARTBEAT = 4408  # two heartbeat intervals without a message
 CLOSE_SUPERSEDED = 4409  # the same maker logged in on another connection
 STABLES = frozenset({"USDC", "USDT", "DAI"})
 NOTICE_CHANNEL = "crossbook:mm:notices"  # Redis pub/sub: notices from other processes
+PENDING_FILL_TTL = 3600.0  # seconds an unsettled fill may hold a maker's funds
 
 Sender = Callable[[str], Awaitable[None]]
 Closer = Callable[[int, str], Awaitable[None]]
@@ -245,9 +246,9 @@ class MakerHub:
         self.sessions: dict[str, MakerSession] = {}  # logged-in, by lower-case maker
         self._open: set[MakerSession] = set()
         self._ladders: dict[str, dict[str, LadderSource]] = {}  # maker -> source id -> as posted
-        self._pending: dict[
-            tuple[int, str, str], dict[str, int]
-        ] = {}  # (chain, token, maker) -> order -> amount
+        # What makers owe for fills not yet settled: (chain, token, maker) -> order -> amount.
+        self._pending: dict[tuple[int, str, str], dict[str, int]] = {}
+        self._pending_since: dict[str, float] = {}  # order -> monotonic time of its fill
         self._rfqs: dict[str, _OpenRfq] = {}
         self._closed_rfqs: OrderedDict[str, None] = OrderedDict()
         self._symbols = {c.chain_id: frozenset(c.tokens) for c in manifest.chains}
@@ -768,9 +769,21 @@ class MakerHub:
         key = (fill.chain_id, fill.maker_token.lower(), maker.lower())
         owed = self._pending.setdefault(key, {})
         owed[fill.order_id] = owed.get(fill.order_id, 0) + fill.maker_amount
+        self._pending_since.setdefault(fill.order_id, self.monotonic())
         self._enforce(maker.lower(), fill.chain_id)
         s = self.sessions.get(maker.lower())
         return s is not None and await self._emit(s, "fill", fill.to_json())
+
+    def _release(
+        self, order_id: str, chain_id: int | None = None, maker: str | None = None
+    ) -> None:
+        for key in list(self._pending):
+            if (chain_id is None or key[0] == chain_id) and (maker is None or key[2] == maker):
+                self._pending[key].pop(order_id, None)
+                if not self._pending[key]:
+                    del self._pending[key]
+        if not any(order_id in owed for owed in self._pending.values()):
+            self._pending_since.pop(order_id, None)
 
     async def notify_settlement(
         self,
@@ -785,10 +798,7 @@ class MakerHub:
     ) -> bool:
         """Tell the maker an order's leg on `chain_id` settled (or failed); what it owed for
         that order stops counting against its funds (the chain now shows the transfer)."""
-        for key in [k for k in self._pending if k[0] == chain_id and k[2] == maker.lower()]:
-            self._pending[key].pop(order_id, None)
-            if not self._pending[key]:
-                del self._pending[key]
+        self._release(order_id, chain_id, maker.lower())
         s = self.sessions.get(maker.lower())
         payload = {
             "orderId": order_id,
@@ -921,6 +931,11 @@ class MakerHub:
             elif now >= s.next_ping:
                 s.next_ping = now + hb
                 await self._emit(s, "ping", {})
+        # A fill whose settlement notice never came (lost pub/sub message, crashed worker)
+        # stops holding the maker's funds after an hour; by then the chain shows the truth.
+        for order_id in [o for o, t in self._pending_since.items() if now - t > PENDING_FILL_TTL]:
+            log.warning("unsettled maker fill expired", extra={"orderId": order_id})
+            self._release(order_id)
         # Expired levels leave the book (and the commitments) even if the maker went quiet.
         self.books.expire_levels(int(wall))
         for mine in self._ladders.values():
