@@ -87,7 +87,7 @@ def test_snarkjs_accepts_our_r1cs_and_witness(tmp_path: Path, keyed: Keyed) -> N
     )
     # A wrong witness is caught by snarkjs too.
     w = list(keyed.circuit.witness)
-    w[-1] = (w[-1] + 1) % SCALAR_FIELD
+    w[-1] = (w[-1] + 2) % SCALAR_FIELD  # +2: also breaks a bit wire (0 -> 2, 1 -> 3)
     sf.write_wtns(wtns, w)
     check = snarkjs("wtns", "check", r1cs, wtns)
     assert "WITNESS IS CORRECT" not in check.stdout

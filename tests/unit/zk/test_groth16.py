@@ -101,7 +101,7 @@ def test_prove_refuses_unsatisfying_witness(
     circuit: RandomCircuit, keys: tuple[groth16.ProvingKey, groth16.VerifyingKey]
 ) -> None:
     w = list(circuit.witness)
-    w[-1] = (w[-1] + 1) % SCALAR_FIELD
+    w[-1] = (w[-1] + 2) % SCALAR_FIELD  # +2: also breaks a bit wire (0 -> 2, 1 -> 3)
     with pytest.raises(groth16.WitnessError) as err:
         groth16.prove(keys[0], circuit.r1cs, w)
     assert err.value.constraint == circuit.r1cs.n_constraints - 1
