@@ -130,6 +130,21 @@ class VerifyingKey:
     def n_public(self) -> int:
         return len(self.ic) - 1
 
+    def to_evm_words(self) -> list[int]:
+        """alpha (x, y), beta, gamma, delta (x1, x0, y1, y0: imaginary parts first, as
+        EIP-197 and the generated verifier's constants), then IC_0..IC_n (x, y)."""
+
+        def g2(p: G2Point) -> list[int]:
+            x0, x1, y0, y1 = p or (0, 0, 0, 0)
+            return [x1, x0, y1, y0]
+
+        words = list(self.alpha1 or (0, 0))
+        for p in (self.beta2, self.gamma2, self.delta2):
+            words += g2(p)
+        for q in self.ic:
+            words += list(q or (0, 0))
+        return words
+
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class ProvingKey:

@@ -139,6 +139,13 @@ def test_rich_progress(
     assert groth16.verify(keys[1], circuit.public_inputs, proof)
 
 
+def test_vk_evm_words(keys: tuple[groth16.ProvingKey, groth16.VerifyingKey]) -> None:
+    vk = keys[1]
+    words = vk.to_evm_words()
+    assert len(words) == 2 + 3 * 4 + 2 * len(vk.ic)
+    assert vk.beta2 is not None and words[2:4] == [vk.beta2[1], vk.beta2[0]]
+
+
 def test_evm_words_round_trip(proof: groth16.Proof) -> None:
     assert groth16.Proof.from_evm_words(proof.to_evm_words()) == proof
     _a, b, _c = proof.to_evm_args()
