@@ -47,6 +47,7 @@ from app.domain.routing.execute import (
     composite_out,
     direct_in,
     direct_out,
+    grain,
     in_cap,
     integer_split,
     out_cap,
@@ -135,8 +136,11 @@ class Router:
                 plan, amount_c, Side.EXACT_IN, _excluded(plan, exclude_sources), max_sources
             )
             u = plan.agg.solve_in(amount_c, excluded)
-            shares = _or_best([x for x, _ in plan.agg.allocation(u, excluded)], plan, excluded)
-            ints = integer_split(amount_in, shares, _caps(plan, "in", d_a))
+            shares = [x for x, _ in plan.agg.allocation(u, excluded)]
+            shares = _or_best(_polish(plan, u, shares, excluded, amount_c), plan, excluded)
+            ints = integer_split(
+                amount_in, shares, _caps(plan, "in", d_a), _grains(plan, "in", d_a)
+            )
             splits = [
                 self._split_in(m, q, d_a, d_b) for m, q in zip(plan.members, ints, strict=True) if q
             ]
@@ -179,7 +183,9 @@ class Router:
             )
             u = plan.agg.solve_out(want_c, excluded)
             shares = _or_best([y for _, y in plan.agg.allocation(u, excluded)], plan, excluded)
-            ints = integer_split(amount_out, shares, _caps(plan, "out", d_b))
+            ints = integer_split(
+                amount_out, shares, _caps(plan, "out", d_b), _grains(plan, "out", d_b)
+            )
             splits = [
                 self._split_out(m, q, d_b, d_a)
                 for m, q in zip(plan.members, ints, strict=True)
@@ -285,30 +291,39 @@ class Router:
             lam = 1.0 / (u * u)
             alloc = agg.allocation(u, excluded)
             active = [i for i, (x, _) in enumerate(alloc) if x > 0.0]
-            drop = -1
+            # Candidates to drop, most deserving first; the first whose removal leaves a
+            # feasible split is dropped.
+            candidates: list[int] = []
             if priced and len(active) > 1:
-                worst = 0.0
+                scores = {}
                 for i in active:
                     x, y = alloc[i]
                     gas = sum(
                         plan.gas_out.get(d.source.id, 0.0)
                         for d in self._active_sources(plan.members[i], x)
                     )
-                    score = y - lam * x - gas
-                    if score < worst:
-                        worst, drop = score, i
-            if drop < 0 and max_sources is not None and len(active) > 1:
+                    scores[i] = y - lam * x - gas
+                candidates = sorted(
+                    (i for i in active if scores[i] < 0.0), key=lambda i: (scores[i], i)
+                )
+            capped = False
+            if not candidates and max_sources is not None and len(active) > 1:
                 used = sum(len(self._active_sources(plan.members[i], alloc[i][0])) for i in active)
                 if used > max_sources:
-                    drop = min(active, key=lambda i: (alloc[i][1], -i))
-            if drop < 0:
+                    capped = True
+                    candidates = sorted(active, key=lambda i: (alloc[i][1], i))
+            for drop in candidates:
+                trial = [*excluded, drop]
+                try:
+                    solve(trial)
+                except CapacityExceeded:
+                    continue
+                excluded = trial
+                break
+            else:
+                if capped:
+                    raise NoRoute(f"the order needs more than {max_sources} sources")
                 return excluded
-            trial = [*excluded, drop]
-            try:
-                solve(trial)
-            except CapacityExceeded:
-                return excluded
-            excluded = trial
 
     def _split_in(self, m: _Member, q: int, d_a: int, d_b: int) -> Split:
         if isinstance(m, Direct):
@@ -406,6 +421,55 @@ class Router:
         return tuple(lines)
 
 
+def _polish(
+    plan: Plan, u: float, shares: list[float], excluded: list[int], amount_c: float
+) -> list[float]:
+    """One Newton step on the tabulated (StableSwap) members, from their exact math.
+
+    A table interpolates the curve; where a pool is nearly flat, a tiny error in price
+    is a large error in size.  For each used table member we measure the true marginal
+    at its share (one extra exact evaluation), move its share to where the marginal
+    equals λ* (using the table's local slope), then move the common price by one Newton
+    step so that all members together again take exactly the order.
+    """
+    tables = [
+        i
+        for i, m in enumerate(plan.members)
+        if shares[i] > 0.0 and isinstance(m, Direct) and m.curve.cp is None and m.cap_in is None
+    ]
+    if not tables:
+        return shares
+    fixed: dict[int, float] = {}
+    for i in tables:
+        m = plan.members[i]
+        assert isinstance(m, Direct)
+        s_in = float(10 ** (CANONICAL_DECIMALS - m.tin.decimals))
+        s_out = float(10 ** (CANONICAL_DECIMALS - m.tout.decimals))
+        x = shares[i]
+        xn = int(x / s_in)
+        h = max(xn // 100_000, 1)
+        try:
+            y0 = m.source.amount_out(m.tin.symbol, xn)
+            y1 = m.source.amount_out(m.tin.symbol, xn + h)
+        except InsufficientLiquidity:
+            return shares
+        if y1 <= y0:
+            return shares
+        u_true = ((y1 - y0) / h * s_out / s_in) ** -0.5  # at x + h/2
+        slope = m.curve.dx_du(u)
+        fixed[i] = min(max(x + h * s_in / 2 + (u - u_true) * slope, 0.0), m.curve.x_max)
+    # The corrected table shares no longer sum to the order: shift the common price so
+    # that every member (tables along their local slope) absorbs the difference.
+    others = set(excluded) | set(fixed)
+    gap = sum(fixed[i] - shares[i] for i in fixed)
+    slope = sum(m.curve.dx_du(u) for i, m in enumerate(plan.members) if i not in excluded)
+    u2 = u - gap / slope if slope > 0.0 else u
+    out = [0.0 if i in others else cv.at(u2)[0] for i, cv in enumerate(plan.agg.curves)]
+    for i, x in fixed.items():
+        out[i] = max(x + (u2 - u) * plan.members[i].curve.dx_du(u), 0.0)
+    return out if sum(out) > 0.0 else shares
+
+
 def _excluded(plan: Plan, ids: Collection[str]) -> list[int]:
     if not ids:
         return []
@@ -424,6 +488,19 @@ def _or_best(shares: list[float], plan: Plan, excluded: Sequence[int]) -> list[f
         return shares
     best = next(i for i in plan.by_spot if i not in excluded)
     return [1.0 if i == best else 0.0 for i in range(len(shares))]
+
+
+def _grains(plan: Plan, side: str, decimals: int) -> list[int]:
+    key = ("grain-" + side, decimals)
+    hit = plan.caps.get(key)
+    if hit is None:
+        hit = plan.caps[key] = [
+            1
+            if isinstance(m, Composite)
+            else grain(decimals, m.tin.decimals if side == "in" else m.tout.decimals)
+            for m in plan.members
+        ]
+    return hit  # type: ignore[return-value]
 
 
 def _caps(plan: Plan, side: str, decimals: int) -> list[int | None]:

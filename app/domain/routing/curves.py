@@ -98,6 +98,18 @@ class Curve:
         t = (x - xs[j]) / (xs[j + 1] - xs[j])
         return self.u[j] + t * (self.u[j + 1] - self.u[j])
 
+    def dx_du(self, u: float) -> float:
+        """Local slope of x(u) (0 where the source is idle or exhausted)."""
+        us = self.u
+        if u < us[0]:
+            return 0.0
+        if self.cp is not None:
+            return self.cp[0]
+        j = bisect_right(us, u) - 1
+        if j >= len(us) - 1:
+            return 0.0
+        return (self.x[j + 1] - self.x[j]) / (us[j + 1] - us[j])
+
     def u_for_y(self, y: float) -> float:
         """Inverse of y(u) (smallest u delivering y; `inf` beyond capacity)."""
         if y <= 0.0:
@@ -161,12 +173,16 @@ def _table_curve(out: Callable[[int], int], balance_in: int, s_in: float, s_out:
         if r is None or not p[0] < r[0] < q[0]:
             return None
         t = (r[0] - p[0]) / (q[0] - p[0])
-        up, uq, ur = p[2] ** -0.5, q[2] ** -0.5, r[2] ** -0.5
-        u_err = abs(up + t * (uq - up) - ur) / ur
         y_err = abs(p[1] + t * (q[1] - p[1]) - r[1]) / r[1]
+        # What misallocation costs: interpolating x(u) puts this source's share off by
+        # dx at the true price, which loses about ½·|m'|·dx² of output.
+        up, uq, ur = p[2] ** -0.5, q[2] ** -0.5, r[2] ** -0.5
+        dx = abs(p[0] + (ur - up) / (uq - up) * (q[0] - p[0]) - r[0]) if uq > up else 0.0
+        curvature = (p[2] - q[2]) / (q[0] - p[0])
+        loss = 0.5 * curvature * dx * dx / r[1]
         # Weight by how close to the best price the interval trades: the far tail (where
         # the pool is nearly drained) matters only to orders no router would send there.
-        return max(u_err, y_err) * r[2] / pts[0][2], r
+        return max(y_err, loss * 1e3) * r[2] / pts[0][2], r
 
     heap: list[tuple[float, int, Pt, Pt, Pt]] = []
     seq = 0

@@ -23,6 +23,7 @@ __all__ = [
     "composite_out",
     "direct_in",
     "direct_out",
+    "grain",
     "in_cap",
     "integer_split",
     "out_cap",
@@ -51,49 +52,73 @@ def out_cap(m: Direct | Composite, unit_decimals: int) -> int | None:
     return max(int(y_max / 10 ** (CANONICAL_DECIMALS - unit_decimals)) - 1, 0)
 
 
-def integer_split(total: int, shares: Sequence[float], caps: Sequence[int | None]) -> list[int]:
-    """Integers ∝ `shares` (≥ 0), within `caps`, summing exactly to `total`."""
-    s = sum(shares)
+def integer_split(
+    total: int,
+    shares: Sequence[float],
+    caps: Sequence[int | None],
+    grains: Sequence[int] | None = None,
+) -> list[int]:
+    """Integers ∝ `shares` (≥ 0), within `caps`, summing exactly to `total`.
+
+    `grains[i]` is member i's smallest useful step (10^k when its token has k fewer
+    decimals than the unit): amounts are kept to whole grains, so no leg loses a
+    sub-unit remainder, and what cannot be split into grains goes to a member that can
+    take it (or, if none, to the largest, whose conversion leaves it in the vault).
+    """
     n = len(shares)
+    g = list(grains) if grains is not None else [1] * n
+    s = sum(shares)
     if s <= 0.0:
         raise ValueError("nothing to split over")
     f = total / s
     raw = [x * f for x in shares]
-    ints = [int(r) for r in raw]
+    ints = [int(r) // g[i] * g[i] for i, r in enumerate(raw)]
     for i, c in enumerate(caps):
         if c is not None and ints[i] > c:
-            ints[i] = c
+            ints[i] = c // g[i] * g[i]
+    live = [i for i in range(n) if shares[i] > 0.0]
     rem = total - sum(ints)
-    if rem > 0:
-        room = [i for i in range(n) if shares[i] > 0.0 and (caps[i] is None or ints[i] < caps[i])]  # type: ignore[operator]
-        if rem <= len(room):
-            # Largest remainder first; ties go to the lower index (deterministic).
-            room.sort(key=lambda i: (-(raw[i] - int(raw[i])), i))
-            for i in room[:rem]:
-                ints[i] += 1
-            return ints
-        # Float error on huge amounts: the excess goes to the largest members.
-        room.sort(key=lambda i: (-ints[i], i))
-        for i in room:
-            c = caps[i]
-            add = rem if c is None else min(rem, c - ints[i])
-            ints[i] += add
-            rem -= add
-            if rem == 0:
-                return ints
-        for i in range(n):
-            if caps[i] is None:
-                ints[i] += rem
-                return ints
-        raise ValueError("amount exceeds every member's capacity")
     if rem < 0:
-        for i in sorted(range(n), key=lambda i: (-ints[i], i)):
-            take = min(-rem, ints[i])
+        # Float rounding overshot on a huge amount: trim the largest members.
+        for i in sorted(live, key=lambda i: (-ints[i], i)):
+            take = min(ints[i], -(rem // g[i]) * g[i])
             ints[i] -= take
             rem += take
-            if rem == 0:
+            if rem >= 0:
                 break
+    if rem > 0:
+        room = [i for i in live if caps[i] is None or ints[i] < caps[i]]  # type: ignore[operator]
+        if rem <= sum(g[i] for i in room):
+            # One grain each to the members furthest below their share (largest
+            # remainder; ties to the lower index, so the split is deterministic).
+            room.sort(key=lambda i: (-(raw[i] - ints[i]) / g[i], i))
+            for i in room:
+                c = caps[i]
+                if g[i] <= rem and (c is None or ints[i] + g[i] <= c):
+                    ints[i] += g[i]
+                    rem -= g[i]
+        else:
+            # Float error on a huge amount: whole grains to the largest members.
+            room.sort(key=lambda i: (-ints[i], i))
+            for i in room:
+                c = caps[i]
+                add = rem // g[i] * g[i]
+                if c is not None:
+                    add = min(add, (c - ints[i]) // g[i] * g[i])
+                ints[i] += add
+                rem -= add
+        if rem > 0:
+            fits = [i for i in live if caps[i] is None or ints[i] + rem <= caps[i]]  # type: ignore[operator]
+            pool = [i for i in fits if g[i] == 1] or fits
+            if not pool:
+                raise ValueError("amount exceeds every member's capacity")
+            ints[max(pool, key=lambda i: (ints[i], -i))] += rem
     return ints
+
+
+def grain(unit_decimals: int, token_decimals: int) -> int:
+    """Smallest amount in units that moves a token with `token_decimals` by one unit."""
+    return 10 ** max(unit_decimals - token_decimals, 0)
 
 
 def direct_in(
@@ -132,7 +157,12 @@ def stage_in(
     scale = 10 ** (CANONICAL_DECIMALS - unit_dec)
     u = stage.agg.solve_in(units * float(scale))
     shares = [x for x, _ in stage.agg.allocation(u)]
-    ints = integer_split(units, shares, [in_cap(m, unit_dec) for m in stage.members])
+    ints = integer_split(
+        units,
+        shares,
+        [in_cap(m, unit_dec) for m in stage.members],
+        [grain(unit_dec, m.tin.decimals) for m in stage.members],
+    )
     total, legs = 0, []
     for m, q in zip(stage.members, ints, strict=True):
         if q > 0:
@@ -149,7 +179,12 @@ def stage_out(
     scale = 10 ** (CANONICAL_DECIMALS - out_dec)
     u = stage.agg.solve_out(want * float(scale))
     shares = [y for _, y in stage.agg.allocation(u)]
-    ints = integer_split(want, shares, [out_cap(m, out_dec) for m in stage.members])
+    ints = integer_split(
+        want,
+        shares,
+        [out_cap(m, out_dec) for m in stage.members],
+        [grain(out_dec, m.tout.decimals) for m in stage.members],
+    )
     t_in, t_out, legs = 0, 0, []
     for m, q in zip(stage.members, ints, strict=True):
         if q > 0:

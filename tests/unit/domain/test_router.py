@@ -225,8 +225,8 @@ def test_unavailable_chain_is_never_used(order: tuple, down: int) -> None:
         return
     try:
         route = router.route_exact_in(book, sell, buy, amount)
-    except NoRoute:
-        assert all(s.chain == chain for s in random_book(order[0], order[1]).sources.values())
+    except NoRoute:  # the chains left cannot absorb the order
+        assert any(s.chain == chain for s in random_book(order[0], order[1]).sources.values())
         return
     assert all(leg.chain != chain for leg in route.legs)
 
@@ -363,7 +363,11 @@ def test_exclusions_and_max_sources(order: tuple, cap: int) -> None:
     router = Router(connectors=())
     full = router.route_exact_in(book, sell, buy, amount)
     used = sorted({leg.source_id for leg in full.legs})
-    limited = router.route_exact_in(book, sell, buy, amount, max_sources=cap)
+    try:
+        limited = router.route_exact_in(book, sell, buy, amount, max_sources=cap)
+    except NoRoute:  # only when no `cap` sources can absorb the order
+        assert len(used) > cap
+        return
     assert len({leg.source_id for leg in limited.legs}) <= cap
     assert limited.amount_out <= full.amount_out
     legs_are_exact(book, limited)
