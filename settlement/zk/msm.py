@@ -11,10 +11,11 @@ small amounts touch one window or none.
 All additions are *batch-affine*: `_reduce` takes a list of (key, point) entries sorted by
 key and repeatedly adds disjoint pairs of same-key entries, one batched inversion per
 round (see `curve.g1_add_pairs`), until each key holds one point. Bucket accumulation is
-`_reduce` keyed by (window, digit). The weighted bucket sums are `_reduce` again, keyed by
-bit position: bucket (w, k) contributes to u = c*w + t for each set bit t of k, and the
-result is sum_u 2^u H_u, a 256-step affine double-and-add. Index bookkeeping (digits,
-sorting, pairing) is numpy; coordinates are gmpy2 integers in numpy object arrays.
+`_reduce` keyed by (window, digit). The weighted bucket sums sum_k k B_k are computed by
+splitting k = hi * 2^h + lo, so that they are again two big `_reduce`s (buckets grouped by
+hi and by lo) plus short chains over the ~2^(c/2) values of hi and lo (`_combine_buckets`).
+Index bookkeeping (digits, sorting, pairing) is numpy; coordinates are gmpy2 integers in
+plain lists, gathered with `operator.itemgetter` (numpy object arrays cost more per element).
 
 Fixed base (setup): for one base G and many scalars, tables T[w][k] = k 2^(cw) G turn each
 scalar multiplication into ~254/c table additions, reduced the same way keyed by scalar.
@@ -66,12 +67,6 @@ __all__ = [
 
 _P = mpz(FIELD_MODULUS)
 P = TypeVar("P")
-
-
-def _obj(values: Sequence[Any]) -> np.ndarray:
-    # fromiter: assigning a list into an object array probes every element for the
-    # sequence protocol (~1.3 us each for mpz); fromiter just stores references.
-    return np.fromiter(values, dtype=object, count=len(values))
 
 
 @dataclass(frozen=True, slots=True)
