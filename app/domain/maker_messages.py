@@ -22,6 +22,7 @@ message with that code.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ _PRICE_RE = re.compile(r"^(\d{1,30})(?:\.(\d{1,18}))?$")
 _INT_RE = re.compile(r"^-?\d{1,40}$")
 _HEX32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 class MmError(StrEnum):
@@ -117,10 +119,24 @@ class Envelope:
     payload: Mapping[str, Any]
 
 
+def _too_deep(text: str | bytes, limit: int = 16) -> bool:
+    """Nesting beyond anything the protocol uses. Checked before `json.loads`, whose C
+    scanner recurses per level: deep enough input exhausts the stack, not just the
+    recursion limit. Brackets inside strings count too, which only errs towards refusing."""
+    depth = 0
+    for m in _BRACKETS.finditer(text if isinstance(text, bytes) else text.encode()):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def parse_envelope(text: str | bytes) -> Envelope:
+    if _too_deep(text):
+        raise ProtocolError(MmError.BAD_MESSAGE, "nested too deeply")
     try:
         doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(MmError.BAD_MESSAGE, "not JSON") from None
     if not isinstance(doc, dict):
         raise ProtocolError(MmError.BAD_MESSAGE, "a message is a JSON object")
@@ -129,7 +145,7 @@ def parse_envelope(text: str | bytes) -> Envelope:
         raise ProtocolError(MmError.BAD_MESSAGE, "type must be a short string")
     if not isinstance(mid, str) or not 0 < len(mid) <= 64:
         raise ProtocolError(MmError.BAD_MESSAGE, "id must be a string of 1..64 characters")
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise ProtocolError(MmError.BAD_MESSAGE, "ts must be unix milliseconds")
     if not isinstance(payload, dict):
         raise ProtocolError(MmError.BAD_MESSAGE, "payload must be an object")

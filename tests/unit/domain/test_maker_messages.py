@@ -133,6 +133,9 @@ def test_envelope() -> None:
         '{"type": "x", "id": 5}',
         '{"type": "x", "id": "1", "payload": []}',
         '{"type": "x", "id": "1", "ts": "now"}',
+        '{"type": "x", "id": "1", "ts": 1e999}',
+        '{"type": "x", "id": "1", "ts": NaN}',
+        "[" * 100_000 + "]" * 100_000,
         b"\xff",
     ],
 )
