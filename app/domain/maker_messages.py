@@ -98,6 +98,7 @@ class MmError(StrEnum):
     INVALID_QUOTE = "INVALID_QUOTE"
     HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"
     SUPERSEDED = "SUPERSEDED"
+    INTERNAL = "INTERNAL"
 
 
 class ProtocolError(ValueError):

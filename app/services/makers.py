@@ -360,6 +360,10 @@ class MakerHub:
             await handler(s, env)
         except ProtocolError as e:
             await self._fail(s, env, e)
+        except Exception:
+            # A bug must not take the maker's other ladders down with the socket.
+            log.exception("maker message failed", extra={"maker": s.maker, "type": env.type})
+            await self._fail(s, env, ProtocolError(MmError.INTERNAL, "internal error"))
 
     # -- login -----------------------------------------------------------------------------
 
@@ -553,6 +557,8 @@ class MakerHub:
                 raise ProtocolError(
                     MmError.BAD_MESSAGE, "cancel takes chainId, base and quote, or nothing"
                 )
+            if base.upper() == quote.upper():
+                raise ProtocolError(MmError.UNKNOWN_TOKEN, "base and quote must differ")
             ids = [self.source_id(s.key, cid, base.upper(), quote.upper())]
         else:
             ids = list(mine)

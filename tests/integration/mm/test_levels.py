@@ -322,3 +322,35 @@ async def test_levels_shrink_when_the_maker_moves_funds_away(
         await _ack(client, _levels(cid, [[price_str(bid), str(most // 2)]], []))
     finally:
         await client.close()
+
+
+async def test_cancel_one_pair_or_everything(mm_api: ApiProcess, devnet: Devnet) -> None:
+    m = manifest_of(devnet)
+    cid = m.chains[1].chain_id
+    mid = await _mid(mm_api, cid)
+    bid = mid * Fraction(101, 100)
+    client = await MakerClient.open(ws_url(mm_api), m.makers[1].private_key)
+    try:
+        weth = await _ack(client, _levels(cid, [[price_str(bid), str(E18)]], []))
+        wbtc = await _ack(client, {**_levels(cid, [["50000", str(10**7)]], []), "base": "WBTC"})
+        assert await _error(client, "login", client.login_payload()) == "ALREADY_LOGGED_IN"
+        assert await _error(client, "cancel", {"chainId": cid, "base": "WETH"}) == "BAD_MESSAGE"
+        same = {"chainId": cid, "base": "WETH", "quote": "weth"}
+        assert await _error(client, "cancel", same) == "UNKNOWN_TOKEN"
+        await asyncio.sleep(1.0)
+        ref = await client.send(
+            "cancel", {"chainId": cid, "base": "USDC", "quote": "WETH"}
+        )  # either orientation
+        ack = await client.recv("ack")
+        assert ack["payload"]["ref"] == ref and ack["payload"]["removed"] == [weth["sourceId"]]
+        book = await _book(mm_api, cid)
+        assert Fraction(int(book["bids"][0]["price"]), E18) < bid * Fraction(998, 1000)
+        await asyncio.sleep(1.0)  # the test API allows 5 levels/cancel per second
+        ref = await client.send("cancel", {})
+        ack = await client.recv("ack")
+        assert ack["payload"]["removed"] == [wbtc["sourceId"]]
+        await _ack(
+            client, _levels(cid, [[price_str(bid), str(E18)]], [])
+        )  # and the socket still works
+    finally:
+        await client.close()
