@@ -323,7 +323,9 @@ def _follow_one(r: Any, ctx: ChainContext, doc: dict[str, Any], head: int) -> di
         out = _transition(
             r, chain, n, prev,
             {"state": BatchState.MINED, "block": rc["blockNumber"], "blockHash": rc["blockHash"], "gasUsed": rc["gasUsed"],
-             "minedAt": doc.get("minedAt") or time.time(), "failedLegs": failed},
+             "minedAt": doc.get("minedAt") or time.time(), "failedLegs": failed,
+             # Mined again in another block without our seeing the receipt vanish: a reorg too.
+             "reorgs": doc.get("reorgs", 0) + (1 if prev == BatchState.MINED else 0)},
         )
         end = int(doc["start"]) + int(doc["count"])
         r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, f"stl:{chain}:applied", str(end))

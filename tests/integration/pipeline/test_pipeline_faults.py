@@ -1,0 +1,77 @@
+"""Faults: a prover killed mid-proof, a reorg right after a settlement."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from app.client import CrossbookClient
+from scripts.devnet.devnet import reorg
+from tests.integration.pipeline.conftest import manifest_of, wait_for
+from tests.integration.pipeline.test_settlement_pipeline import _balance
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+A, B = 31002, 31003
+
+
+def _batches(r: Any, chain: int) -> list[dict[str, Any]]:
+    return [json.loads(r.get(k)) for k in r.keys(f"stl:{chain}:batch:*") if not k.endswith(":seq")]
+
+
+def _history(client: CrossbookClient, oid: str) -> list[str]:
+    return [h["state"] for h in client.order(oid)["history"]]
+
+
+def test_prover_killed_mid_proof_a_new_worker_completes(vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, r: Any) -> None:
+    m = manifest_of(vault_devnet)
+    client = CrossbookClient(pipeline_api.url)
+    t = m.traders[3]
+    rec = client.swap(client.quote(A, "WETH", A, "USDC", taker=t.address, sell_amount=10**17), t.private_key)
+
+    def proving() -> int | None:
+        for b in _batches(r, A):
+            if b["state"] == "cut" and r.exists(f"stl:{A}:proving:{b['number']}"):
+                return int(b["number"])
+        return None
+
+    n = wait_for(proving, 30, "a proof in progress", interval=0.05)
+    celery_procs.kill("prove")  # SIGKILL to the worker's process group, helper included
+    time.sleep(0.5)
+    assert json.loads(r.get(f"stl:{A}:batch:{n}"))["state"] == "cut"
+    celery_procs.worker("prove2", "prove")
+    wait_for(lambda: client.order(rec["orderId"])["state"] == "finalized", 120, "finalized after the prover died", interval=0.5)
+    assert _history(client, rec["orderId"]) == ["confirmed", "pull_settled", "settled", "finalized"]
+    assert "no prover heartbeat; re-queued" in celery_procs.log("settle")
+    assert json.loads(r.get(f"stl:{A}:batch:{n}"))["state"] == "final"
+
+
+def test_reorg_after_settlement_resubmits_and_finalizes_once(vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, r: Any) -> None:
+    m = manifest_of(vault_devnet)
+    client = CrossbookClient(pipeline_api.url)
+    t = m.traders[4]
+    usdc_before = _balance(vault_devnet, B, "USDC", t.address)
+    rec = client.swap(client.quote(A, "WETH", B, "USDC", taker=t.address, sell_amount=10**17), t.private_key)
+
+    def payout_mined() -> dict[str, Any] | None:
+        return next((b for b in _batches(r, B) if b["state"] == "mined"), None)
+
+    b = wait_for(payout_mined, 90, "the payout batch mined on chain B", interval=0.05)
+    rpc = m.chain(B).rpc_url
+    from scripts.devnet.anvil import rpc_call
+
+    head = int(rpc_call(rpc, "eth_blockNumber"), 16)
+    out = reorg(rpc, head - int(b["block"]) + 1)  # drop the block with the settlement
+    assert out["depth"] >= 1
+    wait_for(lambda: client.order(rec["orderId"])["state"] == "finalized", 90, "finalized after the reorg", interval=0.25)
+    after = json.loads(r.get(f"stl:{B}:batch:{b['number']}"))
+    assert after["state"] == "final"
+    assert after.get("reorgs", 0) >= 1 and after["blockHash"] != b["blockHash"]
+    # Paid once, finalized once.
+    assert _balance(vault_devnet, B, "USDC", t.address) == usdc_before + int(rec["buyAmount"])
+    assert _history(client, rec["orderId"]) == ["confirmed", "pull_settled", "settled", "finalized"]
+    leg = client.order(rec["orderId"])["legs"][1]
+    assert leg["blockHash"] == after["blockHash"] and leg["block"] == after["block"]
