@@ -509,3 +509,24 @@ def test_deploy_moved_inventory_and_approvals(chain: VaultChain) -> None:
             assert tok.functions.allowance(acct.address, vault).call() == MAX_UINT
         assert chain.vault.functions.tokenAt(chain.index[sym]).call() == tok.address
     assert chain.cursor() == (0, genesis_head(chain.chain_id))
+
+
+def test_failed_pool_trade_and_maker_in_do_not_block(chain: VaultChain, honest: Prepared) -> None:
+    # The pool minimum travels unproven in extra (the operator's own protection): set it
+    # above what the pool pays. And maker1 revokes its DAI allowance.
+    c = honest.call
+    bad = dataclasses.replace(c, extra=c.extra[:-32] + (10**9 * E6).to_bytes(32, "big"))
+    m1 = chain.makers[0].address
+    dai, usdc = chain.tokens["DAI"], chain.tokens["USDC"]
+    chain.transact(dai.functions.approve(chain.vault.address, 0), m1)
+    pool = chain.w3.to_checksum_address(f"0x{honest.batch.legs[7].account:040x}")
+    vault = chain.vault.address
+    before = {s: chain.balance(s, vault) for s in ("USDC", "DAI", "USDT")}
+    rc = chain.settle(bad)
+    events = chain.events(rc)
+    assert MakerLeg(4, False) in events and PoolTrade(7, 0) in events
+    assert Paid(5) in events  # the payout still comes out of inventory
+    assert chain.balance("USDT", vault) == before["USDT"]
+    assert chain.balance("USDC", vault) - before["USDC"] == (1000 + 500 - 500) * E6
+    assert chain.balance("DAI", vault) - before["DAI"] == -499 * E18
+    assert usdc.functions.allowance(vault, pool).call() == 0  # no allowance left behind
