@@ -79,9 +79,9 @@ class ChainAdapter:
         self.tracked: set[str] = {chain.inventory.lower()}
         self.spender = chain.inventory  # allowances are read towards the vault
         self._http: AsyncWeb3[Any] | None = None
-        # A chain is stalled after missing several blocks in a row (never under 2 s,
+        # A chain is stalled after missing several blocks in a row (never under 3 s,
         # so a busy machine's scheduling jitter does not flap fast chains).
-        self.stall_after = stall_after or max(2.0, 4 * chain.block_time)
+        self.stall_after = stall_after or max(3.0, 4 * chain.block_time)
         self.available = False
         self.reason = "not connected yet"
         self.block_number = -1
@@ -114,6 +114,10 @@ class ChainAdapter:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+            if self._http is not None:
+                with contextlib.suppress(Exception):
+                    await self._http.provider.disconnect()
+                self._http = None
 
     def stop(self) -> None:
         self._stop.set()

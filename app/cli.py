@@ -230,6 +230,87 @@ def api(
     )
 
 
+def _api_url(api_url: str | None) -> str:
+    s = get_settings()
+    return api_url or f"http://{s.api_host}:{s.api_port}"
+
+
+def _trader(name: str) -> tuple[str, str]:
+    m = _manifest()
+    for acct in (*m.traders, *m.makers):
+        if acct.name == name or acct.address.lower() == name.lower():
+            return acct.address, acct.private_key
+    _fail(f"no devnet account {name!r}; traders: {[a.name for a in m.traders]}")
+    raise AssertionError
+
+
+def _amount(value: str) -> int:
+    if not value.isdigit():
+        _fail("amounts are integers in base units (e.g. 1000000000000000000 for 1 WETH)")
+    return int(value)
+
+
+@app.command("quote")
+def quote_cmd(
+    sell_chain: Annotated[int, typer.Option(help="chain id to sell on")],
+    sell: Annotated[str, typer.Option(help="asset symbol or token address to sell")],
+    buy_chain: Annotated[int, typer.Option(help="chain id to receive on")],
+    buy: Annotated[str, typer.Option(help="asset symbol or token address to buy")],
+    amount: Annotated[str, typer.Option(help="sell amount in base units")],
+    trader: Annotated[str, typer.Option(help="devnet account name or address")] = "trader1",
+    api_url: Annotated[str | None, typer.Option("--api", help="API base URL")] = None,
+) -> None:
+    """Quote a swap with a devnet trader as taker."""
+    from app.client import ApiCallError, CrossbookClient
+
+    addr, _ = _trader(trader)
+    try:
+        q = CrossbookClient(_api_url(api_url)).quote(sell_chain, sell, buy_chain, buy, taker=addr, sell_amount=_amount(amount))
+    except ApiCallError as e:
+        _fail(str(e))
+        return
+    out.print_json(json.dumps(q))
+
+
+@app.command("swap")
+def swap_cmd(
+    sell_chain: Annotated[int, typer.Option(help="chain id to sell on")],
+    sell: Annotated[str, typer.Option(help="asset symbol or token address to sell")],
+    buy_chain: Annotated[int, typer.Option(help="chain id to receive on")],
+    buy: Annotated[str, typer.Option(help="asset symbol or token address to buy")],
+    amount: Annotated[str, typer.Option(help="sell amount in base units")],
+    trader: Annotated[str, typer.Option(help="devnet account name or address")] = "trader1",
+    slippage_bps: Annotated[int, typer.Option(help="slippage tolerance")] = 50,
+    api_url: Annotated[str | None, typer.Option("--api", help="API base URL")] = None,
+) -> None:
+    """Quote, sign the order with a devnet trader's key, and confirm it; prints the receipt."""
+    from app.client import ApiCallError, CrossbookClient
+
+    addr, key = _trader(trader)
+    client = CrossbookClient(_api_url(api_url))
+    try:
+        q = client.quote(sell_chain, sell, buy_chain, buy, taker=addr, sell_amount=_amount(amount), slippageBps=slippage_bps)
+        receipt = client.swap(q, key)
+    except ApiCallError as e:
+        _fail(str(e))
+        return
+    out.print_json(json.dumps(receipt))
+
+
+@app.command("order")
+def order_cmd(
+    order_id: Annotated[str, typer.Argument(help="order id (0x…)")],
+    api_url: Annotated[str | None, typer.Option("--api", help="API base URL")] = None,
+) -> None:
+    """An order's state, legs, confirmations and receipt."""
+    from app.client import ApiCallError, CrossbookClient
+
+    try:
+        out.print_json(json.dumps(CrossbookClient(_api_url(api_url)).order(order_id)))
+    except ApiCallError as e:
+        _fail(str(e))
+
+
 @app.command("bench")
 def bench(
     which: Annotated[list[str] | None, typer.Argument(help="benchmarks to run (default: all)")] = None,

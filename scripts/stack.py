@@ -125,11 +125,11 @@ class Stack:
             cfg = load_config(self.config, chains=self.chains, base_port=self.base_port)
             self.devnet = Devnet(cfg, self.settings.state_dir / "devnet")
             self.devnet.start(progress=self.progress)
+            # In order, each ready before the next starts: the maker needs the API up.
             for svc in self.service_plan():
                 self.progress(f"starting {svc.name}")
                 svc.start(self.settings.state_dir / "logs")
                 self.services.append(svc)
-            for svc in self.services:
                 svc.wait_ready(self.settings.state_dir / "logs")
         except (ConfigError, DevnetError, RedisError, StackError) as e:
             self.stop()
@@ -155,6 +155,13 @@ class Stack:
                 env,
                 url=api_url,
                 ready=api_url + "/healthz",
+            ),
+            # A market maker quoting ladders around the pools' mid prices, over the
+            # maker WebSocket like any external maker.
+            Service(
+                "maker",
+                [sys.executable, "-m", "scripts.demo_maker", "--api", api_url, "--manifest", str(self.devnet.manifest_path)],
+                env,
             ),
         ]
 

@@ -65,20 +65,25 @@ async def test_kill_api_and_redis_mid_load(devnet: Devnet, tmp_path: Path) -> No
     errors: list[int] = []
     stop = asyncio.Event()
     load = asyncio.create_task(_load(base, m, stop, receipts, errors))
+
+    async def progressed(since: int, timeout: float = 30.0) -> int:
+        # Phases end on progress, not on a clock: a busy machine only makes them longer.
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(receipts) < since + 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        return len(receipts)
+
     try:
-        await asyncio.sleep(2.0)
-        n1 = len(receipts)
+        n1 = await progressed(0)
         os.killpg(api.proc.pid, signal.SIGKILL)
         api.proc.wait()
         api = ApiProcess(devnet.manifest_path, store.url, tmp_path)
         base["url"] = api.url
-        await asyncio.sleep(2.0)
-        n2 = len(receipts)
+        n2 = await progressed(n1)
         store.kill()  # kill -9 Redis while swaps are in flight
         await asyncio.sleep(0.5)
         store.start()  # same port, same AOF
-        await asyncio.sleep(2.5)
-        n3 = len(receipts)
+        n3 = await progressed(n2)
         stop.set()
         await asyncio.wait_for(load, 30)
     finally:
