@@ -37,7 +37,14 @@ from web3.exceptions import TransactionNotFound
 from settlement import lifecycle
 from settlement.batching import BatchState, Keys, load_batch
 from settlement.prover_service import batch_of
-from settlement.vault import Order, SignedOrder, decode_logs, encode_settle, settle_call
+from settlement.vault import (
+    Order,
+    SignedOrder,
+    decode_logs,
+    encode_confirm,
+    encode_settle,
+    settle_call,
+)
 
 __all__ = [
     "ChainContext",
@@ -45,7 +52,9 @@ __all__ = [
     "NonceManager",
     "SubmitError",
     "Web3Chain",
+    "follow_confirms",
     "follow_open",
+    "send_confirms",
     "submit_batch",
 ]
 
@@ -271,7 +280,7 @@ def _on_estimate_revert(r: Any, ctx: ChainContext, doc: dict[str, Any], err: Exc
     return out
 
 
-def _release_lock(r: Any, chain: int, number: int) -> None:
+def _release_lock(r: Any, chain: int, number: int | str) -> None:
     # Only the lock this batch holds; a later batch's lock stays.
     lua = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
     r.eval(lua, 1, Keys.lock(chain), str(number))
@@ -355,3 +364,63 @@ def _reverted(r: Any, ctx: ChainContext, doc: dict[str, Any], rc: dict[str, Any]
     return out
 
 
+
+
+# -- confirmPayouts when the sell chain has no batch to carry them ----------------------
+
+CONFIRM_LOCK = "confirm"
+
+
+def _confirm_key(chain: int) -> str:
+    return f"stl:{chain}:confirmtx"
+
+
+def send_confirms(r: Any, ctx: ChainContext) -> str | None:
+    """Close pulls whose payouts are final elsewhere with a `confirmPayouts` transaction,
+    for a chain with nothing to settle (a settle would carry them for free). It takes the
+    chain's batch lock, so it is the chain's only writer while it is out."""
+    refs = sorted(int(x) for x in r.smembers(Keys.confirms(ctx.chain_id)))[:MAX_CONFIRMS_PER_BATCH]
+    if not refs or not r.set(Keys.lock(ctx.chain_id), CONFIRM_LOCK, nx=True):
+        return None
+    tx: dict[str, Any] = {"from": ctx.operator, "to": ctx.vault, "data": "0x" + encode_confirm(refs).hex(), "chainId": ctx.chain_id}
+    try:
+        gas = ctx.port.estimate(tx)
+    except Exception as e:
+        log.error("chain %d: confirmPayouts%s would revert: %s", ctx.chain_id, refs, e)
+        _release_lock(r, ctx.chain_id, CONFIRM_LOCK)
+        return None
+    tx.update(gas=gas * 13 // 10 + 20_000, gasPrice=max(2 * ctx.port.gas_price(), 10**9),
+              nonce=NonceManager(r, ctx.chain_id, ctx.port, ctx.operator).allocate())
+    tx.pop("from")
+    signed = Account.sign_transaction(tx, ctx.operator_key)
+    raw, tx_hash = "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
+    r.set(_confirm_key(ctx.chain_id), json.dumps({"rawTx": raw, "txHash": tx_hash, "refs": [str(x) for x in refs], "sentHead": _safe_head(ctx)}))
+    ctx.port.send_raw(raw)
+    log.info("chain %d: confirmPayouts of %d pulls sent: %s", ctx.chain_id, len(refs), tx_hash)
+    return tx_hash
+
+
+def follow_confirms(r: Any, ctx: ChainContext, head: int) -> None:
+    """Receipt of the outstanding confirmPayouts: mined → refs done, lock released; kept
+    until final so a reorg can re-broadcast it; reverted → refs stay for the next try."""
+    raw = r.get(_confirm_key(ctx.chain_id))
+    if raw is None:
+        return
+    doc = json.loads(raw)
+    rc = ctx.port.receipt(doc["txHash"])
+    if rc is None:
+        if doc.get("block") is not None or head - int(doc.get("sentHead") or 0) >= REBROADCAST_BLOCKS:
+            ctx.port.send_raw(doc["rawTx"])
+            doc.update(block=None, sentHead=head)
+            r.set(_confirm_key(ctx.chain_id), json.dumps(doc))
+        return
+    if rc["status"] != 1:
+        log.error("chain %d: confirmPayouts %s reverted", ctx.chain_id, doc["txHash"])
+        r.delete(_confirm_key(ctx.chain_id))
+    elif doc.get("block") is None:
+        r.srem(Keys.confirms(ctx.chain_id), *doc["refs"])
+        doc.update(block=rc["blockNumber"], gasUsed=rc["gasUsed"])
+        r.set(_confirm_key(ctx.chain_id), json.dumps(doc))
+    elif head - int(rc["blockNumber"]) + 1 >= ctx.finality_depth:
+        r.delete(_confirm_key(ctx.chain_id))
+    _release_lock(r, ctx.chain_id, CONFIRM_LOCK)

@@ -33,7 +33,16 @@ from settlement import prover_service
 from settlement import reconcile as reconcile_service
 from settlement.batching import BatchState, Keys, cut_batch, load_batch, save_batch
 from settlement.netting import flows_from_routes, net_flows
-from settlement.submitter import ChainContext, SubmitError, Web3Chain, follow_open, submit_batch
+from settlement.submitter import (
+    CONFIRM_LOCK,
+    ChainContext,
+    SubmitError,
+    Web3Chain,
+    follow_confirms,
+    follow_open,
+    send_confirms,
+    submit_batch,
+)
 from settlement.window import policy_for
 
 __all__ = ["context", "prove", "reconcile", "redis_client", "submit", "tick"]
@@ -131,7 +140,10 @@ def _tick(r: Any, chain_id: int) -> str:
     ctx = context(chain_id)
     follow_open(r, ctx)
     reconcile_service.ensure_baseline(r, ctx)
+    follow_confirms(r, ctx, ctx.port.head())
     held = r.get(Keys.lock(chain_id))
+    if held is not None and held.decode() == CONFIRM_LOCK:
+        return "confirming"
     if held is not None:
         n = int(held)
         doc = load_batch(r, chain_id, n)
@@ -155,6 +167,8 @@ def _tick(r: Any, chain_id: int) -> str:
     cursor = ctx.port.cursor(ctx.vault)
     doc = cut_batch(r, policy, cursor)
     if doc is None:
+        if int(r.get(Keys.log_next(chain_id)) or 0) <= cursor[0] and send_confirms(r, ctx):
+            return "confirms sent"
         return "idle"
     try:
         doc["netting"] = _netting(r, ctx, doc)

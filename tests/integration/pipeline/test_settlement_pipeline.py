@@ -94,6 +94,20 @@ def test_same_and_cross_chain_orders_finalize(vault_devnet: Any, clean_devnet: A
     assert _balance(vault_devnet, A, "WETH", t3.address) == t3_weth
     assert _balance(vault_devnet, B, "USDC", t3.address) == t3_usdc_b
     assert int(r.get(f"held:{A}:{o['sellToken'].lower()}:{t3.address.lower()}") or 0) == 0
+    # The cross-chain and same-chain pulls are closed on A's vault (confirmPayouts, sent
+    # alone since A has nothing more to settle): their traders can no longer reclaim.
+    def confirmed() -> bool:
+        tx = json.loads(r.get(f"stl:{A}:confirmtx") or "{}")
+        return r.scard(f"stl:{A}:confirms") == 0 and (tx == {} or tx.get("block") is not None)
+
+    wait_for(confirmed, 30, "pull refs confirmed on chain A")
+    w3 = Web3(Web3.HTTPProvider(m.chain(A).rpc_url))
+    vault = m.chain(A).contracts["settlement"]
+    for st in (sc, ss):
+        ref = int(st["legs"][0]["pullRef"])
+        word = w3.eth.call({"to": vault, "data": Web3.keccak(text="pullRecords(uint256)")[:4] + (ref >> 8).to_bytes(32, "big")})
+        assert int.from_bytes(word, "big") >> (ref & 0xFF) & 1 == 1
+    print("trust windows (s):", [r_ / 1000 for r_ in (json.loads(r.get(f"order:{x['orderId']}"))["trustWindowMs"] for x in (cross, same))])
     batches = [json.loads(r.get(k)) for k in r.keys("stl:*:batch:*") if not k.endswith(":seq")]
     settled = [b for b in batches if b["state"] == "final"]
     assert settled and all(b.get("gasUsed") for b in settled)
