@@ -26,9 +26,11 @@ tasks can run side by side; the fork shares the proving key copy-on-write.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -499,7 +501,20 @@ class Channel:
             t.join()
 
 
-def _child(conn: Any, fn: Callable[[Channel], Any]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A helper whose parent is killed (kill -9 of a prover worker) must not keep burning a
+    core: ask Linux for SIGKILL when the parent goes (prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child(conn: Any, fn: Callable[[Channel], Any], parent: int) -> None:
+    _die_with_parent(parent)
     try:
         conn.send(("ok", fn(Channel(conn))))
     except BaseException:
@@ -524,7 +539,7 @@ def run_parallel(
         return here(chan), there(chan)
     ctx = multiprocessing.get_context("fork")
     parent_conn, child_conn = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_child, args=(child_conn, there), daemon=True)
+    proc = ctx.Process(target=_child, args=(child_conn, there, os.getpid()), daemon=True)
     try:
         proc.start()
     except AssertionError:
