@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         makers = MakerHub(manifest, books, MakerHubConfig.from_settings(settings, manifest))
         await makers.start(redis)
         app.state.services.makers = makers
+        quotes.makers = makers  # RFQ for large quotes
+        orders.makers = makers  # fill notices
         try:
             yield
         finally:

@@ -48,6 +48,7 @@ class OrderService:
         self.quotes = quotes
         self.ledger = ledger
         self.operator_key = operator_key
+        self.makers: Any = None  # the MakerHub (fill notices), once the API wires it
         # Token index in the settlement contract's registry: the manifest's asset order.
         self.asset_index = {sym: i for i, sym in enumerate(manifest.assets)}
 
@@ -83,6 +84,9 @@ class OrderService:
         except OrderMismatch as e:
             raise ApiError(ErrorCode.ORDER_MISMATCH, str(e), [{"field": e.field}]) from None
 
+        rfq = quote.get("rfq")
+        if rfq is not None and rfq["expiresAt"] <= now:
+            raise ApiError(ErrorCode.QUOTE_STALE, "the maker's firm quote behind this quote has expired; quote again")
         # Re-price on the current book: the book may have moved since the quote.
         fresh = self.quotes.price(
             QuoteRequest(
@@ -98,7 +102,8 @@ class OrderService:
             ),
             now=now,
         )
-        buy_amount = min(int(quote["buyAmount"]), fresh.terms.buy_amount)
+        # A maker's firm RFQ quote holds whatever the book did; a book route is re-priced.
+        buy_amount = int(quote["buyAmount"]) if rfq is not None else min(int(quote["buyAmount"]), fresh.terms.buy_amount)
         if buy_amount < order.min_buy_amount:
             doc = fresh.to_json()
             await self.quotes.store.put(fresh.terms.quote_id, doc, self.quotes.ttl)
@@ -127,7 +132,7 @@ class OrderService:
         # Reserve in the in-memory book first (synchronously: no other coroutine runs in
         # between), then make it durable; undo the in-memory part if Redis refuses.
         trades = []
-        if fresh.route is not None:
+        if fresh.route is not None and rfq is None:
             trades = [Trade(leg.source_id, leg.token_in.symbol, leg.amount_in, leg.amount_out) for leg in fresh.route.legs]
         holds = [Hold(ChainId(order.buy_chain_id), AssetSymbol(buy_sym), buy_amount)]
         try:
@@ -168,6 +173,8 @@ class OrderService:
                 {"kind": "payout", "chainId": order.buy_chain_id, "logIndex": None, "amount": str(buy_amount), "state": "waiting_for_pull"},
             ],
             "history": [{"state": OrderState.CONFIRMED.value, "at": confirmed_ms}],
+            # A maker's firm quote filled by this order: settled as MAKER_IN/MAKER_OUT legs.
+            "rfq": rfq,
         }
         try:
             outcome = await self.ledger.confirm(
@@ -196,8 +203,38 @@ class OrderService:
             raise ApiError(code, message, [{"alreadyHeld": outcome.value}] if outcome.value else [])
         index = int(outcome.value)
         await self._publish(order.trader, order_hash, OrderState.CONFIRMED.value)
+        await self._notify_makers(order_hash, trades, rfq)
         receipt = Receipt(order_hash, buy_amount, order.sell_chain_id, index, leaf_hash, confirmed_ms)
         return self._receipt_json(receipt, quote_id.lower(), sell_chain.chain_id, words)
+
+    async def _notify_makers(self, order_id: str, trades: list[Trade], rfq: dict[str, Any] | None) -> None:
+        """Tell each maker whose level or firm quote this order used (their funds stay held
+        for the fill until it settles)."""
+        if self.makers is None:
+            return
+        from app.services.makers import MakerFill
+
+        fills: list[tuple[str, MakerFill]] = []
+        if rfq is not None:
+            fills.append(
+                (
+                    rfq["maker"],
+                    MakerFill(order_id, rfq["chainId"], rfq["makerToken"], int(rfq["makerAmount"]), rfq["takerToken"], int(rfq["takerAmount"]), rfq_id=rfq["rfqId"]),
+                )
+            )
+        for t in trades:
+            parts = t.source_id.split(":")
+            if len(parts) >= 4 and parts[1] == "mm":
+                src = self.books.book.sources.get(t.source_id)
+                if src is None:
+                    continue
+                tin, tout = (src.tokens[0], src.tokens[1]) if src.tokens[0].symbol == t.token_in else (src.tokens[1], src.tokens[0])
+                fills.append((parts[2], MakerFill(order_id, int(parts[0]), tout.address, t.amount_out, tin.address, t.amount_in, source_id=t.source_id)))
+        for maker, fill in fills:
+            try:
+                await self.makers.notify_fill(maker, fill)
+            except Exception:  # a notice must never fail a confirmed order
+                log.warning("fill notice failed", extra={"orderId": order_id, "maker": maker})
 
     def _receipt_json(self, r: Receipt, quote_id: str, chain_id: int, words: tuple[int, int, int]) -> dict[str, Any]:
         domain = self.quotes.domain(chain_id)

@@ -10,7 +10,7 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from app.api.errors import ApiError, ErrorCode
@@ -102,6 +102,7 @@ class IssuedQuote:
     blocks: dict[int, int]
     eta: dict[int, WindowPolicy]
     extra: dict[str, Any] = field(default_factory=dict)
+    rfq: Any = None  # the winning maker's firm quote (a MakerQuote), when it beat the book
 
     def to_json(self) -> dict[str, Any]:
         t = self.terms
@@ -125,6 +126,24 @@ class IssuedQuote:
                             "via": split.via,
                         }
                     )
+        if self.rfq is not None:
+            q = self.rfq
+            route = [
+                {
+                    "chainId": q.chain_id,
+                    "kind": "rfq",
+                    "pool": q.maker,
+                    "sourceId": f"{q.chain_id}:rfq:{q.maker.lower()}",
+                    "tokenIn": q.taker_token,
+                    "tokenOut": q.maker_token,
+                    "symbolIn": self.sell.symbol,
+                    "symbolOut": self.buy.symbol,
+                    "amountIn": str(q.taker_amount),
+                    "amountOut": str(q.maker_amount),
+                    "hop": 0,
+                    "via": None,
+                }
+            ]
         gas = [] if self.route is None else [{"chainId": int(g.chain), "units": g.units, "cost": str(g.cost)} for g in self.route.gas]
         sell_eta = self.eta[t.sell_chain_id].eta_seconds
         buy_eta = self.eta[t.buy_chain_id].eta_seconds
@@ -157,8 +176,23 @@ class IssuedQuote:
             "signature": self.signature,
             "signer": self.signer,
             "eip712": {"domain": self.domain.to_json(), "primaryType": "Quote"},
+            **({"rfq": {**_rfq_json(self.rfq)}} if self.rfq is not None else {}),
             **self.extra,
         }
+
+
+def _rfq_json(q: Any) -> dict[str, Any]:
+    return {
+        "rfqId": q.rfq_id,
+        "chainId": q.chain_id,
+        "maker": q.maker,
+        "makerToken": q.maker_token,
+        "makerAmount": str(q.maker_amount),
+        "takerToken": q.taker_token,
+        "takerAmount": str(q.taker_amount),
+        "expiresAt": q.expires_at,
+        "signature": q.signature,
+    }
 
 
 class QuoteService:
@@ -183,6 +217,7 @@ class QuoteService:
         self.ttl = ttl_seconds
         self.fee_bps = protocol_fee_bps
         self._domains: dict[int, Domain] = {}
+        self.makers: Any = None  # the MakerHub, once the API wires it (RFQ for large orders)
         self.policies = {
             c.chain_id: policy_for(c.chain_id, c.block_time, c.finality_depth, proof_seconds=proof_seconds)
             for c in manifest.chains
@@ -303,9 +338,56 @@ class QuoteService:
 
     async def quote(self, req: QuoteRequest) -> dict[str, Any]:
         issued = self.price(req)
+        if self.makers is not None:
+            issued = await self._with_rfq(req, issued)
         doc = issued.to_json()
         await self.store.put(issued.terms.quote_id, doc, self.ttl)
         return doc
+
+    async def _with_rfq(self, req: QuoteRequest, issued: IssuedQuote) -> IssuedQuote:
+        """For a large order, ask the makers; a firm quote that beats the book for the
+        whole order replaces the route (firm quotes are all-or-nothing)."""
+        exact_in = issued.side is Side.EXACT_IN
+        fixed = issued.terms.sell_amount if exact_in else issued.terms.buy_amount
+        if not self.makers.should_rfq(issued.sell if exact_in else issued.buy, fixed):
+            return issued
+        quotes = await self.makers.request_quotes(
+            sell=issued.sell, buy=issued.buy, side="exactIn" if exact_in else "exactOut", amount=fixed,
+            chain_ids=sorted({issued.terms.sell_chain_id, issued.terms.buy_chain_id} | set(self.manifest.chain_ids)),
+        )
+        if not quotes:
+            return issued
+        best = quotes[0]
+        book = self.books.book
+        maker_out = book.asset(issued.buy.symbol, ChainId(best.chain_id))
+        taker_in = book.asset(issued.sell.symbol, ChainId(best.chain_id))
+        buy_gross = issued.buy.from_canonical(maker_out.to_canonical(best.maker_amount))
+        sell_total = issued.sell.from_canonical(taker_in.to_canonical(best.taker_amount))
+        fee = buy_gross * self.fee_bps // BPS
+        buy_amount = buy_gross - fee
+        better = buy_amount > issued.terms.buy_amount if exact_in else sell_total < issued.terms.sell_amount
+        if not better or buy_amount <= 0:
+            return issued
+        if exact_in and sell_total != issued.terms.sell_amount:
+            return issued  # a quote for another amount (decimals rounding across chains) is not firm for this one
+        slip = BPS - (issued.terms.min_buy_amount * BPS // max(issued.terms.buy_amount, 1))
+        terms = replace(
+            issued.terms,
+            sell_amount=sell_total if not exact_in else issued.terms.sell_amount,
+            buy_amount=buy_amount,
+            min_buy_amount=apply_bps_floor(buy_amount, min(max(slip, 0), BPS)),
+            expires_at=min(issued.terms.expires_at, best.expires_at),
+        )
+        return replace(
+            issued,
+            terms=terms,
+            route=None,
+            rfq=best,
+            price=format_price(buy_amount, issued.buy.decimals, terms.sell_amount, issued.sell.decimals),
+            price_impact_bps=0,
+            protocol_fee=fee,
+            signature=sign_digest(self.operator_key, terms.digest(issued.domain)),
+        )
 
     @staticmethod
     def _matching_sources(book: VirtualBook, patterns: Sequence[str]) -> list[str]:
