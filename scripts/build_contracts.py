@@ -19,9 +19,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from scripts.solc import SETTINGS, SolcError, compile_sources
+from scripts.solc import compile_sources
 
 __all__ = ["BUILD_DIR", "SRC_DIR", "build", "fresh_artifacts", "load_artifact", "stale_artifacts"]
 
@@ -34,31 +34,12 @@ def _render(artifact: dict[str, object]) -> str:
     return json.dumps(artifact, indent=1, sort_keys=True) + "\n"
 
 
-def _settings_for(file_name: str) -> dict[str, object]:
-    # Same compiler settings, output restricted to one file's contracts. The selection
-    # changes what solc prints, never the bytecode it produces.
-    settings = dict(SETTINGS)
-    selection = cast(dict[str, dict[str, list[str]]], SETTINGS["outputSelection"])["*"]
-    settings["outputSelection"] = {file_name: selection}
-    return settings
-
-
 def fresh_artifacts(src_dir: Path = SRC_DIR) -> dict[str, str]:
-    """`{contract name: artifact file text}` from a fresh compile of every source.
-
-    All sources go into every compiler run (imports resolve, one compilation context),
-    but each run emits one file's contracts: solcjs cuts its standard-JSON answer at
-    64 KiB when stdout is a pipe, and all contracts at once exceed that.
-    """
+    """`{contract name: artifact file text}` from one fresh compile of every source
+    (one compilation context, so imports resolve exactly as they will on deploy)."""
     sources = {p.name: p.read_text() for p in sorted(src_dir.glob("*.sol"))}
-    artifacts: dict[str, str] = {}
-    for file_name in sources:
-        compiled = compile_sources(sources, _settings_for(file_name))
-        for name, art in compiled.items():
-            if name in artifacts:
-                raise SolcError(f"two contracts named {name} in {src_dir}")
-            artifacts[name] = _render(art.to_json())
-    return dict(sorted(artifacts.items()))
+    compiled = compile_sources(sources)
+    return {name: _render(art.to_json()) for name, art in sorted(compiled.items())}
 
 
 def stale_artifacts(src_dir: Path = SRC_DIR, build_dir: Path = BUILD_DIR) -> list[str]:

@@ -89,8 +89,10 @@ def compile_sources(sources: dict[str, str], settings: dict[str, object] | None 
     if errors:
         raise SolcError("\n".join(e.get("formattedMessage", e.get("message", "")) for e in errors))
     artifacts: dict[str, Artifact] = {}
-    for contracts in result.get("contracts", {}).values():
+    for file_name, contracts in result.get("contracts", {}).items():
         for name, out in contracts.items():
+            if name in artifacts:  # artifacts are keyed by contract name: it must be unique
+                raise SolcError(f"two contracts named {name} (second in {file_name})")
             artifacts[name] = Artifact(
                 name=name,
                 abi=out["abi"],
