@@ -73,23 +73,36 @@ def _batch_circuit(slots: int) -> tuple[R1CS, list[int]] | None:
     return bw.r1cs, list(bw.witness)
 
 
+# Measuring through a fresh interpreter: a child forked straight from this (large) process
+# would inherit its RSS high-water mark, and ru_maxrss would report that instead.
+_MEASURE = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:])
+_, status, ru = os.wait4(p.pid, 0)
+wall = time.perf_counter() - t0
+print("@@MEASURE " + json.dumps({"wall": wall, "maxrss_kib": ru.ru_maxrss,
+      "cpu": ru.ru_utime + ru.ru_stime}), file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _run_measured(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, str, float]:
-    """Wall seconds, peak RSS in MiB, stdout and CPU seconds (user + system, the process
-    and the children it waited for) of `cmd`. The peak comes from wait4 on the
-    child: the largest resident set of it and of the descendants it waited for (our
-    prover's forked helper, snarkjs's worker threads share its process)."""
+    """Wall seconds, peak RSS in MiB, stdout and CPU seconds (user + system) of `cmd`, as
+    wait4 reports them for it and the descendants it waited for (our prover's forked
+    helper; snarkjs's worker threads live in its process)."""
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEASURE, *cmd], stdout=out_f, stderr=err_f, cwd=cwd, check=False
+        )
         out_f.seek(0)
         err_f.seek(0)
         out, err = out_f.read(), err_f.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
+    line = [ln for ln in err.splitlines() if ln.startswith("@@MEASURE ")][-1]
+    m = json.loads(line.split(" ", 1)[1])
+    return m["wall"], m["maxrss_kib"] / 1024, out, m["cpu"]
 
 
 def _worker(args: argparse.Namespace) -> None:
