@@ -250,6 +250,27 @@ def _amount(value: str) -> int:
     return int(value)
 
 
+@app.command("worker")
+def worker(
+    queues: Annotated[str, typer.Option(help="Celery queues to consume")] = "settle,prove",
+    concurrency: Annotated[int, typer.Option(help="worker slots (1: solo pool)")] = 1,
+) -> None:
+    """A settlement worker: cuts batches, proves, submits, follows finality (Celery, Redis broker)."""
+    from settlement.celery_app import run_worker
+
+    run_worker(queues=queues, concurrency=concurrency, loglevel=get_settings().log_level)
+
+
+@app.command("beat")
+def beat() -> None:
+    """The settlement scheduler: per-chain ticks and reconciliation."""
+    from settlement.celery_app import run_beat
+
+    s = get_settings()
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    run_beat(loglevel=s.log_level, schedule_file=str(s.state_dir / "celerybeat-schedule"))
+
+
 @app.command("quote")
 def quote_cmd(
     sell_chain: Annotated[int, typer.Option(help="chain id to sell on")],

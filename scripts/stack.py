@@ -156,6 +156,10 @@ class Stack:
                 url=api_url,
                 ready=api_url + "/healthz",
             ),
+            # Settlement: a worker for proving and submitting, and the beat that ticks
+            # every chain's window and the reconciliation.
+            Service("worker", [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"], env),
+            Service("beat", [sys.executable, "-m", "app.cli", "beat"], env),
             # A market maker quoting ladders around the pools' mid prices, over the
             # maker WebSocket like any external maker.
             Service(
