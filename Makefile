@@ -31,7 +31,10 @@ $(PY_STAMP): pyproject.toml
 $(NPM_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm (Node.js) is required for the pinned anvil and solc"; exit 1; }
 	@echo "installing pinned npm tools (package-lock.json)"
-	@npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed (see above)"; exit 1; }
+	@# `npm install`, not `npm ci`: the lock pins every version, but it can only list the
+	@# Anvil platform binaries the registry serves; `npm ci` rejects a lock without all of
+	@# @foundry-rs/anvil's optional platform packages, `npm install` resolves this one.
+	@npm install --no-audit --no-fund --loglevel=error || { echo "error: npm install failed (see above)"; exit 1; }
 	@test -n "$$(ls node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null)" || { echo "error: no anvil binary for this platform in node_modules/@foundry-rs"; exit 1; }
 	@touch $@
 
