@@ -332,6 +332,31 @@ def order_cmd(
         _fail(str(e))
 
 
+@app.command("demo")
+def demo(
+    orders: Annotated[int, typer.Option(help="orders to send")] = 20,
+    rate: Annotated[float, typer.Option(help="orders per second")] = 2.0,
+    wait: Annotated[float, typer.Option(help="seconds to follow them towards finality")] = 180.0,
+    api_url: Annotated[str | None, typer.Option("--api", help="API base URL")] = None,
+) -> None:
+    """Send a stream of realistic orders from the devnet traders and watch them finalize."""
+    import statistics
+
+    from scripts.demo_orders import run_demo
+
+    res = run_demo(_api_url(api_url), _manifest(), orders=orders, rate=rate, wait=wait, show=lambda line: out.print(line, highlight=False))
+    done = sum(1 for st in res.states.values() if st == "finalized")
+    summary = {
+        "sent": res.sent,
+        "refused": res.refused,
+        "finalized": done,
+        "notTerminal": sum(1 for st in res.states.values() if st not in ("finalized", "failed", "refunded")),
+        "confirmMsMedian": round(statistics.median(res.confirm_ms), 1) if res.confirm_ms else None,
+        "trustWindowSecondsMedian": round(statistics.median(res.trust_window_s.values()), 1) if res.trust_window_s else None,
+    }
+    out.print_json(json.dumps(summary))
+
+
 @app.command("bench")
 def bench(
     which: Annotated[list[str] | None, typer.Argument(help="benchmarks to run (default: all)")] = None,
