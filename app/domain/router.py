@@ -137,6 +137,7 @@ class Router:
             )
             u = plan.agg.solve_in(amount_c, excluded)
             shares = [x for x, _ in plan.agg.allocation(u, excluded)]
+            shares = _settle(plan, u, shares, excluded, amount_c)
             shares = _or_best(_polish(plan, u, shares, excluded, amount_c), plan, excluded)
             ints = integer_split(
                 amount_in, shares, _caps(plan, "in", d_a), _grains(plan, "in", d_a)
@@ -429,8 +430,8 @@ def _polish(
     A table interpolates the curve; where a pool is nearly flat, a tiny error in price
     is a large error in size.  For each used table member we measure the true marginal
     at its share (one extra exact evaluation), move its share to where the marginal
-    equals λ* (using the table's local slope), then move the common price by one Newton
-    step so that all members together again take exactly the order.
+    equals λ* (using the table's local slope), then re-solve the common price so that
+    all members together again take exactly the order.
     """
     tables = [
         i
@@ -458,16 +459,68 @@ def _polish(
         u_true = ((y1 - y0) / h * s_out / s_in) ** -0.5  # at x + h/2
         slope = m.curve.dx_du(u)
         fixed[i] = min(max(x + h * s_in / 2 + (u - u_true) * slope, 0.0), m.curve.x_max)
-    # The corrected table shares no longer sum to the order: shift the common price so
-    # that every member (tables along their local slope) absorbs the difference.
-    others = set(excluded) | set(fixed)
-    gap = sum(fixed[i] - shares[i] for i in fixed)
-    slope = sum(m.curve.dx_du(u) for i, m in enumerate(plan.members) if i not in excluded)
-    u2 = u - gap / slope if slope > 0.0 else u
-    out = [0.0 if i in others else cv.at(u2)[0] for i, cv in enumerate(plan.agg.curves)]
+    # The corrected table shares no longer sum to the order: find the common price u'
+    # at which the exact curves plus the tables (moving along their local slopes) take
+    # exactly the order.  F(u') is increasing and piecewise linear: safeguarded Newton.
+    agg = plan.agg
+    out_of_play = [*excluded, *fixed]
+    slopes = {i: plan.members[i].curve.dx_du(u) for i in fixed}
+
+    def f(v: float) -> tuple[float, float]:
+        total, d = agg.x_total(v)
+        for i in out_of_play:
+            cv = agg.curves[i]
+            total -= cv.at(v)[0]
+            d -= cv.dx_du(v)
+        for i, x in fixed.items():
+            total += x + slopes[i] * (v - u)
+            d += slopes[i]
+        return total - amount_c, d
+
+    lo, hi = agg.u[0], math.inf
+    v = u
+    for _ in range(60):
+        val, d = f(v)
+        if abs(val) <= 1e-12 * amount_c:
+            break
+        if val > 0.0:
+            hi = v
+        else:
+            lo = v
+        nxt = v - val / d if d > 0.0 else math.nan
+        if not lo < nxt < hi:
+            nxt = 0.5 * (lo + hi) if math.isfinite(hi) else v * 1.001
+        if nxt == v:
+            break  # below float resolution (a ladder level pins the price): settle below
+        v = nxt
+    out = [0.0 if i in excluded else cv.at(v)[0] for i, cv in enumerate(agg.curves)]
     for i, x in fixed.items():
-        out[i] = max(x + (u2 - u) * plan.members[i].curve.dx_du(u), 0.0)
-    return out if sum(out) > 0.0 else shares
+        out[i] = max(x + slopes[i] * (v - u), 0.0)
+    if sum(out) <= 0.0:
+        return shares
+    return _settle(plan, v, out, [*excluded, *fixed], amount_c)
+
+
+def _settle(
+    plan: Plan, u: float, shares: list[float], excluded: Sequence[int], amount_c: float
+) -> list[float]:
+    """Give the float residue (order − Σ shares) to a ladder whose level is partly filled
+    at u: that level trades at exactly λ*, so it is where the residue belongs."""
+    rest = amount_c - sum(shares)
+    if rest == 0.0:
+        return shares
+    for i, cv in enumerate(plan.agg.curves):
+        if i in excluded or (shares[i] <= 0.0 and rest < 0.0):
+            continue
+        jump = cv.jump_at(u)
+        if jump is None:
+            continue
+        new = min(max(shares[i] + rest, jump[0]), jump[1])
+        rest -= new - shares[i]
+        shares[i] = new
+        if rest == 0.0:
+            break
+    return shares
 
 
 def _excluded(plan: Plan, ids: Collection[str]) -> list[int]:

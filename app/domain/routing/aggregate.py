@@ -167,6 +167,17 @@ class Aggregate:
 
         return _root(g, lambda u: slope - e / (u * u), uk, u1, (amount - y_k) / (y_1 - y_k))
 
+    def x_total(self, u: float) -> tuple[float, float]:
+        """(X(u), dX/du) of all curves together (X is linear between breakpoints)."""
+        us = self.u
+        if u < us[0]:
+            return 0.0, 0.0
+        k = bisect_right(us, u) - 1
+        if k == len(us) - 1:
+            return self.xv[k] + self.cp_a[k] * (u - us[k]), self.cp_a[k]
+        slope = (self.xv[k + 1] - self.xv[k]) / (us[k + 1] - us[k])
+        return self.xv[k] + slope * (u - us[k]), slope
+
     def allocation(self, u: float, excluded: Sequence[int] = ()) -> list[tuple[float, float]]:
         """(x, y) of every curve at u; excluded curves get (0, 0)."""
         out = [cv.at(u) for cv in self.curves]

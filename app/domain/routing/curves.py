@@ -35,7 +35,7 @@ from app.domain.types import CANONICAL_DECIMALS, Asset
 
 __all__ = ["Curve", "cached_curve", "curve_for"]
 
-_STEP = 1e-9  # relative u-width of a ladder level's jump
+_STEP = 1e-8  # relative u-width of a ladder level's jump
 _GRID_POINTS = 40  # initial StableSwap grid, geometric from 1e-6 to 40 × the balance
 _GRID_LO, _GRID_HI = 1e-6, 40.0
 _REFINE_TOL = 1e-6  # bisect a grid interval while interpolation misses by more
@@ -109,6 +109,19 @@ class Curve:
         if j >= len(us) - 1:
             return 0.0
         return (self.x[j + 1] - self.x[j]) / (us[j + 1] - us[j])
+
+    def jump_at(self, u: float) -> tuple[float, float] | None:
+        """(x before, x after) when u falls on a ladder level's jump, else None.
+
+        On a jump x(u) is ill-conditioned (a level's size over a sliver of u), so the
+        router settles float residue there explicitly rather than trusting x(u)."""
+        if self.cp is not None:
+            return None
+        us = self.u
+        j = bisect_right(us, u) - 1
+        if 0 <= j < len(us) - 1 and us[j + 1] - us[j] <= us[j] * 4 * _STEP:
+            return self.x[j], self.x[j + 1]
+        return None
 
     def u_for_y(self, y: float) -> float:
         """Inverse of y(u) (smallest u delivering y; `inf` beyond capacity)."""
