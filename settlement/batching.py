@@ -36,6 +36,7 @@ from settlement.zk.batch import CAPACITIES, Batch
 from settlement.zk.legs import Leg, LegKind
 
 __all__ = [
+    "LEG_KINDS",
     "BatchState",
     "CutPlan",
     "Keys",
@@ -48,6 +49,14 @@ __all__ = [
 ]
 
 MAX_BATCH = max(CAPACITIES)
+# The log's `kind` strings (ledger.py writes "pull"; the pipeline "payout").
+LEG_KINDS = {
+    "pull": LegKind.PULL,
+    "payout": LegKind.PAYOUT,
+    "maker_in": LegKind.MAKER_IN,
+    "maker_out": LegKind.MAKER_OUT,
+    "pool": LegKind.POOL,
+}
 
 
 class BatchState:
@@ -148,7 +157,7 @@ def plan_cut(
 def leg_from_json(doc: dict[str, Any]) -> Leg:
     """A log entry (ledger.py's leg JSON) as the circuit's Leg."""
     return Leg(
-        kind=LegKind.PULL if doc["kind"] == "pull" else LegKind.PAYOUT,
+        kind=LEG_KINDS[doc["kind"]],
         account=int(doc["account"], 16),
         token=int(doc["token"]),
         amount=int(doc["amount"]),

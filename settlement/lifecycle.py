@@ -33,7 +33,16 @@ from redis.exceptions import WatchError
 
 from app.domain.order import TERMINAL_STATES, Order, OrderState, payout_leg
 from settlement.batching import Keys
-from settlement.vault import NO_REF, Paid, PayoutSkipped, Pulled, PullFailed, VaultEvent
+from settlement.vault import (
+    NO_REF,
+    MakerLeg,
+    Paid,
+    PayoutSkipped,
+    PoolTrade,
+    Pulled,
+    PullFailed,
+    VaultEvent,
+)
 from settlement.zk.legs import leaf
 from settlement.zk.poseidon import poseidon
 
@@ -44,6 +53,7 @@ __all__ = [
     "MinedInfo",
     "apply_final",
     "apply_mined",
+    "apply_reclaimed",
     "outcomes",
     "transition",
 ]
@@ -114,6 +124,8 @@ def outcomes(start: int, legs: Sequence[dict[str, Any]], events: Sequence[VaultE
     failed = {e.leg_index: e for e in events if isinstance(e, PullFailed)}
     paid = {e.leg_index for e in events if isinstance(e, Paid)}
     skipped = {e.leg_index for e in events if isinstance(e, PayoutSkipped)}
+    maker_ok = {e.leg_index for e in events if isinstance(e, MakerLeg) and e.ok}
+    pool_ok = {e.leg_index for e in events if isinstance(e, PoolTrade) and e.ok}
     out = []
     for k, leg in enumerate(legs):
         i = start + k
@@ -126,6 +138,10 @@ def outcomes(start: int, legs: Sequence[dict[str, Any]], events: Sequence[VaultE
             if ev is None:
                 raise ValueError(f"leg {i}: no Pulled/PullFailed event for order {leg['orderId']}")
             out.append(LegOutcome(i, leg, True, pull_ref=None if ev.pull_ref == NO_REF else ev.pull_ref))
+        elif leg["kind"] in ("maker_in", "maker_out", "pool"):
+            # Not an order's own movement: reported by the vault, applied by their owners.
+            ok = i in maker_ok or i in pool_ok
+            out.append(LegOutcome(i, leg, ok, "" if ok else f"{leg['kind']} leg failed on chain"))
         elif i in paid:
             out.append(LegOutcome(i, leg, True))
         elif i in skipped:
@@ -239,7 +255,10 @@ def apply_mined(r: Any, info: MinedInfo, outs: Sequence[LegOutcome], asset_index
     """Apply a mined batch's leg outcomes to the orders (idempotent)."""
     now_ms = int(time.time() * 1000)
     for o in outs:
-        oid = o.leg["orderId"]
+        oid = o.leg.get("orderId", "")
+        if o.leg["kind"] not in ("pull", "payout"):
+            log.info("chain %d leg %d (%s): %s", info.chain_id, o.index, o.leg["kind"], "ok" if o.ok else o.reason)
+            continue
         if o.leg["kind"] == "pull":
             if o.ok:
                 _pull_settled(r, oid, o, info, asset_index, now_ms)
@@ -332,10 +351,15 @@ def _payout_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: in
                 return None
             _mark(payout, info, payout["state"])
             return []
-        if doc["state"] != S.PULL_SETTLED.value:
+        if doc["state"] == S.REFUNDED.value:
+            # Paid after the trader reclaimed: the vault paid twice. Book it and say so.
+            log.error("ALERT order %s: payout settled after a refund (operator loss)", oid)
+            doc["alert"] = f"payout settled on chain {info.chain_id} after the refund"
+        elif doc["state"] != S.PULL_SETTLED.value:
             return None
+        else:
+            _set_state(doc, S.SETTLED, now_ms=now_ms)
         _mark(payout, info, "settled")
-        _set_state(doc, S.SETTLED, now_ms=now_ms)
         _release(rd, p, _invheld_key(doc), int(doc["buyAmount"]))
         _expect(rd, p, info.chain_id, int(o.leg["token"]), -int(o.leg["amount"]))
         return []
@@ -348,6 +372,8 @@ def apply_final(r: Any, chain_id: int, batch: int, legs: Sequence[dict[str, Any]
     are; queue their pulls for confirmation on the sell chain."""
     now_ms = int(time.time() * 1000)
     for entry in legs:
+        if entry["kind"] not in ("pull", "payout"):
+            continue
         oid = entry["orderId"]
         kind = entry["kind"]
         queued: list[tuple[int, str]] = []
@@ -370,3 +396,31 @@ def apply_final(r: Any, chain_id: int, batch: int, legs: Sequence[dict[str, Any]
             return []
 
         _update(r, oid, step)
+
+
+def apply_reclaimed(r: Any, chain_id: int, order_id: str, amount: int, tx_hash: str, block: int) -> dict[str, Any] | None:
+    """The trader reclaimed a pulled order from the vault (`Reclaimed`): `refunded` if its
+    payout had not settled; an alert otherwise (the vault paid out and refunded)."""
+    now_ms = int(time.time() * 1000)
+    raw = r.get(Keys.order(order_id))
+    if raw is None:
+        log.error("ALERT chain %d: Reclaimed for unknown order %s", chain_id, order_id)
+        return None
+    first = json.loads(raw)
+
+    def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
+        pull = _leg(doc, "pull")
+        if pull.get("refundTx") == tx_hash:
+            return None
+        pull.update(refundTx=tx_hash, refundBlock=block)
+        entry = json.loads(rd.hget(Keys.log_legs(chain_id), str(pull["logIndex"])))
+        _expect(rd, p, chain_id, int(entry["token"]), -amount)
+        if doc["state"] == S.PULL_SETTLED.value:
+            _set_state(doc, S.REFUNDED, now_ms=now_ms, reason=(
+                f"the payout did not settle in time; the trader reclaimed {amount} from the vault on chain {chain_id} (tx {tx_hash})"))
+        else:
+            log.error("ALERT order %s: reclaimed in state %s (operator loss)", order_id, doc["state"])
+            doc["alert"] = f"reclaimed on chain {chain_id} in state {doc['state']}"
+        return []
+
+    return _update(r, order_id, step, [Keys.expect(chain_id), _held_key(first)])

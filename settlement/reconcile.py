@@ -20,10 +20,16 @@ import logging
 import time
 from typing import Any
 
+from eth_hash.auto import keccak
+
+from settlement import lifecycle
 from settlement.batching import Keys
 from settlement.submitter import ChainContext
+from settlement.vault import Reclaimed, decode_logs
 
-__all__ = ["applied_key", "baseline_key", "ensure_baseline", "reconcile_chain"]
+__all__ = ["applied_key", "baseline_key", "ensure_baseline", "follow_reclaims", "reconcile_chain"]
+
+RECLAIMED_TOPIC = keccak(b"Reclaimed(bytes32,uint256,address,uint256)")
 
 log = logging.getLogger("crossbook.reconcile")
 
@@ -88,3 +94,22 @@ def reconcile_chain(r: Any, ctx: ChainContext) -> dict[str, Any]:
         log.error("ALERT reconcile chain %d at block %d: %d token(s) differ: %s", chain, block, diffs,
                   [x for x in tokens if x["diff"] != "0"])
     return report
+
+
+def follow_reclaims(r: Any, ctx: ChainContext, head: int) -> int:
+    """Apply the vault's `Reclaimed` events (traders taking back a pulled order after the
+    reclaim timeout) to the ledger. Scans from the last scanned block minus the finality
+    depth, so an event moved by a reorg is seen again (applying is idempotent by tx)."""
+    key = f"stl:{ctx.chain_id}:reclaimscan"
+    last = r.get(key)
+    start = max(0, (int(last) if last is not None else head) - ctx.finality_depth)
+    if start > head:
+        return 0
+    n = 0
+    for raw in ctx.port.logs(ctx.vault, RECLAIMED_TOPIC, start, head):
+        for ev in decode_logs([raw], ctx.vault):
+            if isinstance(ev, Reclaimed):
+                lifecycle.apply_reclaimed(r, ctx.chain_id, "0x" + ev.order_hash.hex(), ev.amount, raw["transactionHash"], raw["blockNumber"])
+                n += 1
+    r.set(key, str(head))
+    return n

@@ -79,6 +79,7 @@ class ChainPort(Protocol):
     def estimate(self, tx: dict[str, Any]) -> int: ...
     def gas_price(self) -> int: ...
     def balance(self, token: str, holder: str, block: int | str = "latest") -> int: ...
+    def logs(self, address: str, topic0: bytes, from_block: int, to_block: int) -> list[dict[str, Any]]: ...
 
 
 class Web3Chain:
@@ -135,6 +136,16 @@ class Web3Chain:
 
     def gas_price(self) -> int:
         return int(self.w3.eth.gas_price)
+
+    def logs(self, address: str, topic0: bytes, from_block: int, to_block: int) -> list[dict[str, Any]]:
+        raw = self.w3.eth.get_logs(
+            {"address": Web3.to_checksum_address(address), "topics": [HexStr("0x" + topic0.hex())], "fromBlock": from_block, "toBlock": to_block}
+        )
+        return [
+            {"address": x["address"], "topics": [bytes(t) for t in x["topics"]], "data": bytes(x["data"]),
+             "blockNumber": int(x["blockNumber"]), "transactionHash": x["transactionHash"].to_0x_hex()}
+            for x in raw
+        ]
 
     def balance(self, token: str, holder: str, block: int | str = "latest") -> int:
         data = Web3.keccak(text="balanceOf(address)")[:4] + bytes(12) + bytes.fromhex(holder[2:])

@@ -140,7 +140,9 @@ def _tick(r: Any, chain_id: int) -> str:
     ctx = context(chain_id)
     follow_open(r, ctx)
     reconcile_service.ensure_baseline(r, ctx)
-    follow_confirms(r, ctx, ctx.port.head())
+    head = ctx.port.head()
+    follow_confirms(r, ctx, head)
+    reconcile_service.follow_reclaims(r, ctx, head)
     held = r.get(Keys.lock(chain_id))
     if held is not None and held.decode() == CONFIRM_LOCK:
         return "confirming"

@@ -130,3 +130,10 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> An
 def manifest_of(net: Devnet) -> Manifest:
     assert net.manifest is not None
     return net.manifest
+
+
+@pytest.fixture(autouse=True)
+def _api_ready(pipeline_api: ApiProcess) -> None:
+    """A previous test may have halted or reverted a chain: wait until the API sees every
+    chain producing blocks again before quoting."""
+    pipeline_api.wait_ready(60)

@@ -75,3 +75,48 @@ def test_reorg_after_settlement_resubmits_and_finalizes_once(vault_devnet: Any, 
     assert _history(client, rec["orderId"]) == ["confirmed", "pull_settled", "settled", "finalized"]
     leg = client.order(rec["orderId"])["legs"][1]
     assert leg["blockHash"] == after["blockHash"] and leg["block"] == after["block"]
+
+
+def test_payout_stuck_trader_reclaims_and_order_is_refunded(vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, r: Any) -> None:
+    from web3 import Web3
+
+    from scripts.devnet.anvil import rpc_call
+    from settlement.vault import Order, decode_logs, encode_reclaim, reclaim_proof
+
+    m = manifest_of(vault_devnet)
+    client = CrossbookClient(pipeline_api.url)
+    t = m.traders[5]
+    weth_before = _balance(vault_devnet, A, "WETH", t.address)
+    rec = client.swap(client.quote(A, "WETH", B, "USDC", taker=t.address, sell_amount=10**17), t.private_key)
+    clean_devnet.halt(B)  # the payout can never be mined
+    wait_for(lambda: client.order(rec["orderId"])["state"] == "pull_settled", 60, "the pull settled", interval=0.25)
+    assert _balance(vault_devnet, A, "WETH", t.address) == weth_before - 10**17
+
+    doc = json.loads(r.get(f"order:{rec['orderId']}"))
+    pull = doc["legs"][0]
+    ca = m.chain(A)
+    w3 = Web3(Web3.HTTPProvider(ca.rpc_url))
+    rc = w3.eth.get_transaction_receipt(pull["txHash"])
+    events = decode_logs([{"address": x["address"], "topics": list(x["topics"]), "data": x["data"]} for x in rc["logs"]], ca.contracts["settlement"])
+    settled_at = int(w3.eth.get_block(rc["blockNumber"])["timestamp"])
+    proof = reclaim_proof(bytes.fromhex(rec["orderId"][2:]), events, settled_at)
+    o = doc["order"]
+    order = Order(
+        o["trader"], int(o["sellChainId"]), o["sellToken"], int(o["sellAmount"]), int(o["buyChainId"]), o["buyToken"],
+        int(o["minBuyAmount"]), o["recipient"], int(o["nonce"]), int(o["deadline"]), bytes.fromhex(o["quoteId"][2:]),
+    )
+    rpc_call(ca.rpc_url, "evm_increaseTime", [3601])  # past the vault's reclaim timeout
+    time.sleep(2 * ca.block_time)
+    h = w3.eth.send_transaction({"from": t.address, "to": ca.contracts["settlement"], "data": encode_reclaim(order, proof), "gas": 300_000})  # type: ignore[typeddict-item]
+    assert w3.eth.wait_for_transaction_receipt(h, timeout=30)["status"] == 1
+
+    wait_for(lambda: client.order(rec["orderId"])["state"] == "refunded", 30, "refunded", interval=0.25)
+    st = client.order(rec["orderId"])
+    assert "reclaimed" in st["reason"]
+    assert [h["state"] for h in st["history"]] == ["confirmed", "pull_settled", "refunded"]
+    assert _balance(vault_devnet, A, "WETH", t.address) == weth_before
+
+    def reconciled() -> bool:
+        rep = json.loads(r.get(f"stl:{A}:recon") or "{}")
+        return rep.get("status") == "ok" and rep.get("at", 0) > time.time() - 5
+    wait_for(reconciled, 30, "chain A reconciles after the refund")
