@@ -294,10 +294,73 @@ def g2_add_pairs(
     (1/(a + bu) = (a - bu) / (a^2 + b^2), and a^2 + b^2 = 0 only for a = b = 0 since
     -1 is a non-residue mod q)."""
     p = _P
-    n = len(x1a)
     da = [b - a for a, b in zip(x1a, x2a, strict=True)]
     db = [b - a for a, b in zip(x1b, x2b, strict=True)]
     norms = [(a * a + b * b) % p for a, b in zip(da, db, strict=True)]
+    if 0 in norms:  # equal x somewhere: doubling or P + (-P), rare
+        return _g2_add_pairs_general(x1a, x1b, y1a, y1b, x2a, x2b, y2a, y2b, da, db, norms)
+    n = len(norms)
+    prefix: list[mpz] = [_ONE] * n
+    acc = _ONE
+    for i, d in enumerate(norms):
+        prefix[i] = acc
+        acc = acc * d % p
+    inv = gmpy2.invert(acc, p)
+    ra: list[mpz] = []
+    rb: list[mpz] = []
+    sa: list[mpz] = []
+    sb: list[mpz] = []
+    rev = reversed
+    for d, pre, a, b, ya, yb, va, vb, xa, xb, ua, ub in zip(
+        rev(norms),
+        rev(prefix),
+        rev(da),
+        rev(db),
+        rev(y1a),
+        rev(y1b),
+        rev(y2a),
+        rev(y2b),
+        rev(x1a),
+        rev(x1b),
+        rev(x2a),
+        rev(x2b),
+        strict=True,
+    ):
+        ninv = inv * pre % p
+        inv = inv * d % p
+        ea, eb = va - ya, vb - yb
+        # lambda = (ea + eb u)(a - b u) / norm
+        l0 = (ea * a + eb * b) * ninv % p
+        l1 = (eb * a - ea * b) * ninv % p
+        rx0 = ((l0 + l1) * (l0 - l1) - xa - ua) % p
+        rx1 = (2 * l0 * l1 - xb - ub) % p
+        ta, tb = xa - rx0, xb - rx1
+        ra.append(rx0)
+        rb.append(rx1)
+        sa.append((l0 * ta - l1 * tb - ya) % p)
+        sb.append((l0 * tb + l1 * ta - yb) % p)
+    ra.reverse()
+    rb.reverse()
+    sa.reverse()
+    sb.reverse()
+    return ra, rb, sa, sb, []
+
+
+def _g2_add_pairs_general(
+    x1a: Sequence[mpz],
+    x1b: Sequence[mpz],
+    y1a: Sequence[mpz],
+    y1b: Sequence[mpz],
+    x2a: Sequence[mpz],
+    x2b: Sequence[mpz],
+    y2a: Sequence[mpz],
+    y2b: Sequence[mpz],
+    da: list[mpz],
+    db: list[mpz],
+    norms: list[mpz],
+) -> tuple[list[mpz], list[mpz], list[mpz], list[mpz], list[int]]:
+    p = _P
+    n = len(norms)
     prefix: list[mpz] = [_ZERO] * n
     acc = _ONE
     special: list[int] = []
