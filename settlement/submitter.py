@@ -279,6 +279,11 @@ def _safe_head(ctx: ChainContext) -> int:
 def _on_estimate_revert(r: Any, ctx: ChainContext, doc: dict[str, Any], err: Exception) -> dict[str, Any] | None:
     index, _head = ctx.port.cursor(ctx.vault)
     end = int(doc["start"]) + int(doc["count"])
+    if index < int(doc["start"]):
+        # An earlier batch is not on chain (yet again, after a reorg): this one stays
+        # proven and is submitted once the cursor reaches its start.
+        log.info("chain %d batch %d: cursor %d behind its start %d; waiting", ctx.chain_id, doc["number"], index, doc["start"])
+        return doc
     if index >= end:
         # The range is settled already (a duplicate submission): nothing to redo here.
         log.warning("chain %d batch %d: cursor %d already past [%d,%d): duplicate", ctx.chain_id, doc["number"], index, doc["start"], end)

@@ -166,6 +166,12 @@ def _tick(r: Any, chain_id: int) -> str:
     policy = prover_service.measured_policy(
         r, policy_for(chain_id, ctx.block_time, ctx.finality_depth, target_batch=get_settings().settlement_batch_size)
     )
+    if any(
+        (b := load_batch(r, chain_id, int(x))) is not None and b["state"] == BatchState.SIGNED
+        for x in r.smembers(Keys.open(chain_id))
+    ):
+        # A reorged batch is being re-sent: the cursor will move past it, cut after that.
+        return "waiting for a re-sent batch"
     cursor = ctx.port.cursor(ctx.vault)
     doc = cut_batch(r, policy, cursor)
     if doc is None:
