@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.stamp-install
 NPM_STAMP := node_modules/.stamp-install
+KEYS_STAMP := var/zk-keys/.stamp-install
 PYTEST_ARGS ?=
 
 .PHONY: help install up test test-unit bench lint contracts clean
@@ -18,7 +19,15 @@ help:
 	@echo "make bench  run the benchmarks (JSON)"
 	@echo "make lint   ruff + mypy"
 
-install: $(PY_STAMP) $(NPM_STAMP)
+install: $(PY_STAMP) $(NPM_STAMP) $(KEYS_STAMP)
+
+# The devnet's Groth16 setup for the batch circuits (fresh randomness, discarded) and the
+# verifiers generated from it, cached by circuit hash: done here, with progress, so the
+# first `devnet up` after install is as fast as every other.
+$(KEYS_STAMP): $(PY_STAMP) $(NPM_STAMP) $(wildcard settlement/zk/*.py)
+	@echo "preparing the batch circuits' keys and verifiers (first time: about a minute)"
+	@$(BIN)/python -c "from scripts.devnet.deploy_settlement import batch_verifier_bytecode as b; b(progress=lambda m: print('  ' + m, flush=True))" || { echo "error: key setup failed (see above)"; exit 1; }
+	@mkdir -p $(dir $@) && touch $@
 
 $(PY_STAMP): pyproject.toml
 	@PY=$$(scripts/bootstrap/find_python.sh) || exit 1; \
