@@ -23,7 +23,8 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
-from app.domain.eip712 import Domain, StructType, sign_digest, typed_digest
+from app.domain.eip712 import Domain, sign_digest, typed_digest
+from app.domain.order import ORDER_TYPE
 from settlement.zk.batch import Batch, calldata_words, public_inputs_for
 from settlement.zk.groth16 import Proof
 from settlement.zk.legs import Leg, LegKind, order_ref_from_hash
@@ -64,22 +65,7 @@ __all__ = [
     "vault_domain",
 ]
 
-ORDER_TYPE = StructType(
-    "Order",
-    (
-        ("address", "trader"),
-        ("uint256", "sellChainId"),
-        ("address", "sellToken"),
-        ("uint256", "sellAmount"),
-        ("uint256", "buyChainId"),
-        ("address", "buyToken"),
-        ("uint256", "minBuyAmount"),
-        ("address", "recipient"),
-        ("uint256", "nonce"),
-        ("uint256", "deadline"),
-        ("bytes32", "quoteId"),
-    ),
-)
+# One definition of the signed struct for the API and the vault (app/domain/order.py).
 ORDER_TYPE_STRING = ORDER_TYPE.encode_type
 _ORDER_TUPLE = (
     "(address,uint256,address,uint256,uint256,address,uint256,address,uint256,uint256,bytes32)"
