@@ -40,6 +40,7 @@ __all__ = [
     "BatchState",
     "CutPlan",
     "Keys",
+    "chain_status",
     "cut_batch",
     "leg_from_json",
     "load_batch",
@@ -238,3 +239,29 @@ def cut_batch(
     }
     save_batch(r, doc)
     return doc
+
+
+def chain_status(r: Any, chain: int, *, recent: int = 5) -> dict[str, Any]:
+    """What an operator watches per chain (for /metrics or a dashboard): backlog, the batch
+    in flight, the last batches with their proof time, gas and state, the reconciliation."""
+    log_next = int(r.get(Keys.log_next(chain)) or 0)
+    applied = int(r.get(f"stl:{chain}:applied") or 0)
+    seq = int(r.get(Keys.seq(chain)) or 0)
+    batches = []
+    for n in range(seq, max(0, seq - recent), -1):
+        b = load_batch(r, chain, n)
+        if b is not None:
+            batches.append({k: b.get(k) for k in ("number", "start", "count", "state", "capacity", "proofSeconds", "txHash", "block", "gasUsed", "reorgs")})
+    lock = r.get(Keys.lock(chain))
+    recon = r.get(Keys.recon(chain))
+    return {
+        "chainId": chain,
+        "logLength": log_next,
+        "settled": applied,
+        "backlog": log_next - applied,
+        "inFlight": _s(lock) if lock is not None else None,
+        "openBatches": sorted(int(x) for x in r.smembers(Keys.open(chain))),
+        "pendingConfirms": int(r.scard(Keys.confirms(chain))),
+        "batches": batches,
+        "reconcile": json.loads(recon) if recon else None,
+    }

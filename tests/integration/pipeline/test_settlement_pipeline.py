@@ -115,6 +115,10 @@ def test_same_and_cross_chain_orders_finalize(vault_devnet: Any, clean_devnet: A
         word = w3.eth.call({"to": vault, "data": Web3.keccak(text="pullRecords(uint256)")[:4] + (ref >> 8).to_bytes(32, "big")})
         assert int.from_bytes(word, "big") >> (ref & 0xFF) & 1 == 1
     print("trust windows (s):", [r_ / 1000 for r_ in (json.loads(r.get(f"order:{x['orderId']}"))["trustWindowMs"] for x in (cross, same))])
+    from settlement.batching import chain_status
+
+    status_a = chain_status(r, A)
+    assert status_a["backlog"] == 0 and status_a["reconcile"]["status"] == "ok"
     batches = [json.loads(r.get(k)) for k in r.keys("stl:*:batch:*") if not k.endswith(":seq")]
     settled = [b for b in batches if b["state"] == "final"]
     assert settled and all(b.get("gasUsed") for b in settled)
