@@ -25,8 +25,9 @@ __all__ = ["app", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Crossbook: cross-chain liquidity aggregator")
 devnet_app = typer.Typer(no_args_is_help=True, help="Multi-chain Anvil devnet for testers")
 app.add_typer(devnet_app, name="devnet")
-err = Console(stderr=True)
-out = Console()
+# soft_wrap: errors stay on one line, whatever the terminal width (scripts grep them).
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ChainOpt = Annotated[int, typer.Option("--chain", help="chain id")]
 

@@ -57,17 +57,19 @@ def parse_amount(value: object, name: str) -> int:
     """A base-unit amount: a decimal string of digits, 0 < amount < 2^128."""
     if not isinstance(value, str):
         raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be a base-unit decimal string", [{"field": name}])
-    if not value.isascii() or not value.isdigit() or len(value) > 40:
+    if not value.isascii() or not value.isdigit():
         raise ApiError(
             ErrorCode.INVALID_REQUEST,
             f"{name} must be a non-negative integer in base units, as a decimal string",
             [{"field": name, "value": value[:64]}],
         )
-    n = int(value)
+    # 2^128 has 39 digits: anything longer is too large, decided before int() parses it.
+    digits = value.lstrip("0")
+    if len(digits) > 39 or (digits and int(digits) >= MAX_AMOUNT):
+        raise ApiError(ErrorCode.AMOUNT_TOO_LARGE, f"{name} must be below 2^128", [{"field": name}])
+    n = int(digits or "0")
     if n == 0:
         raise ApiError(ErrorCode.AMOUNT_TOO_SMALL, f"{name} must be greater than zero", [{"field": name}])
-    if n >= MAX_AMOUNT:
-        raise ApiError(ErrorCode.AMOUNT_TOO_LARGE, f"{name} must be below 2^128", [{"field": name}])
     return n
 
 
