@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,8 @@ from web3.exceptions import BlockNotFound
 
 from scripts.build_contracts import load_artifact
 from scripts.devnet.devnet import Devnet
+from scripts.redis_server import EmbeddedRedis
+from tests.conftest import ApiProcess
 
 pytestmark = pytest.mark.integration
 
@@ -105,9 +109,23 @@ def test_quote_signature_recovers_to_the_operator(api: Any, devnet: Devnet) -> N
     assert recover(terms.digest(domain), doc["signature"]) == m.operator.address
 
 
-def test_quoted_legs_pay_exactly_what_the_pools_pay(api: Any, clean_devnet: Devnet) -> None:
+@pytest.fixture
+def fresh_api(clean_devnet: Devnet, tmp_path: Path) -> Iterator[ApiProcess]:
+    """An API with an empty ledger: the shared one holds earlier tests' confirmed orders,
+    whose reserved pool trades (rightly) move its book away from the bare chain state."""
+    store = EmbeddedRedis(tmp_path / "redis")
+    store.start()
+    proc = ApiProcess(clean_devnet.manifest_path, store.url, tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        store.stop()
+
+
+def test_quoted_legs_pay_exactly_what_the_pools_pay(fresh_api: ApiProcess, clean_devnet: Devnet) -> None:
     m = clean_devnet.manifest
-    c = httpx.Client(base_url=api.url)
+    c = httpx.Client(base_url=fresh_api.url)
     trader = m.traders[3].address
     doc = c.post("/v1/quote", json=_body(m, m.chains[0].chain_id, m.chains[2].chain_id, sellAmount=str(60 * 10**18), taker=trader)).json()
     assert doc["route"], doc
