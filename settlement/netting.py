@@ -6,17 +6,17 @@ pool trades only restore the inventory. Within one batch and one pool, a trade s
 for B and another selling B for A are a coincidence of wants: the A that the first brings
 covers the A the second takes out, so only the difference needs to reach the pool.
 
-Per pool with tokens (A, B): let `in_A` be the A sold into the pool by A→B trades and
-`out_A` the A bought from it by B→A trades (likewise for B). The matched A is
-`min(in_A, out_A)`; what is left goes to the pool as one trade in one direction:
+Per pool with tokens (A, B): `sold[t]` is what the batch's trades sell into the pool,
+`bought[t]` what they take out. Opposite directions match up to `min(sold[t], bought[t])`
+per token. Only a token the batch takes out more of than it brings in needs the pool:
 
-    net A→B:  in_A − out_A  of A, when in_A > out_A
-    net B→A:  in_B − out_B  of B, when in_B > out_B (and in_A ≤ out_A)
+    bought[B] > sold[B]:  sell the A surplus, sold[A] − bought[A], for B (one trade)
+    bought[A] > sold[A]:  sell the B surplus for A
+    neither:              no pool trade (fees left both directions in surplus)
 
-Conservation (the property test): for each token, gross in = matched + net into pool,
-plus what the vault keeps (`kept`),
-and the netting ratio = matched value / gross value, counted in the token being sold so
-no price is needed (amounts are integers in base units; nothing here is a float except
+Conservation (the property test): per token, sold = matched + net into the pool + what
+the vault keeps (`kept`). The netting ratio is matched / sold over all tokens, in base
+units of the token sold, so no price is needed (amounts are integers in base units; nothing here is a float except
 the reported ratio). Pure: no I/O.
 """
 

@@ -94,7 +94,7 @@ class Web3Chain:
     def block_hash(self, number: int) -> str | None:
         try:
             return str(self.w3.eth.get_block(number)["hash"].to_0x_hex())
-        except Exception:
+        except Exception:  # a height beyond the head after a reorg: no block there
             return None
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
@@ -242,7 +242,7 @@ def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | Non
     tx: dict[str, Any] = {"from": ctx.operator, "to": ctx.vault, "data": "0x" + data.hex(), "chainId": ctx.chain_id}
     try:
         gas = ctx.port.estimate(tx)
-    except Exception as e:
+    except Exception as e:  # the call reverts: the on-chain cursor tells why
         return _on_estimate_revert(r, ctx, doc, e)
     nonce = NonceManager(r, ctx.chain_id, ctx.port, ctx.operator).allocate()
     tx.update(gas=gas * 13 // 10 + 50_000, gasPrice=max(2 * ctx.port.gas_price(), 10**9), nonce=nonce)
