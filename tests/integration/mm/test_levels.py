@@ -313,7 +313,7 @@ async def test_levels_shrink_when_the_maker_moves_funds_away(
         async def trimmed() -> bool:
             return await ladder_in(10 * E18) <= most
 
-        await _wait(trimmed, timeout=5.0)
+        await _wait(trimmed, timeout=15.0)  # a block, the adapter and the hub: slow on a busy machine
         assert await ladder_in(10 * E18) > most * 9 // 10  # trimmed to the funds, not pulled
         # And a new ladder must fit what is left.
         await asyncio.sleep(0.3)
