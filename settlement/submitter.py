@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import requests
 from eth_account import Account
 from eth_typing import HexStr
 from redis.exceptions import WatchError
@@ -52,8 +53,10 @@ __all__ = [
     "NonceManager",
     "SubmitError",
     "Web3Chain",
+    "backing_off",
     "follow_confirms",
     "follow_open",
+    "note_revert",
     "send_confirms",
     "submit_batch",
 ]
@@ -242,6 +245,8 @@ def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | Non
     tx: dict[str, Any] = {"from": ctx.operator, "to": ctx.vault, "data": "0x" + data.hex(), "chainId": ctx.chain_id}
     try:
         gas = ctx.port.estimate(tx)
+    except (ConnectionError, TimeoutError, requests.RequestException) as e:
+        raise SubmitError(f"chain {ctx.chain_id}: estimate failed: {e}") from e
     except Exception as e:  # the call reverts: the on-chain cursor tells why
         return _on_estimate_revert(r, ctx, doc, e)
     nonce = NonceManager(r, ctx.chain_id, ctx.port, ctx.operator).allocate()
@@ -292,8 +297,31 @@ def _on_estimate_revert(r: Any, ctx: ChainContext, doc: dict[str, Any], err: Exc
         return out
     log.error("chain %d batch %d: settle would revert: %s", ctx.chain_id, doc["number"], err)
     out = _transition(r, ctx.chain_id, doc["number"], BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"estimate reverted: {err}"[:500]})
+    note_revert(r, ctx.chain_id, int(doc["start"]))
     _release_lock(r, ctx.chain_id, doc["number"])
     return out
+
+
+# A range that keeps reverting (e.g. the vault lacks inventory for a payout) is retried
+# with growing pauses instead of a proof per tick; an operator has to act.
+REVERT_FREE_TRIES = 2
+MAX_BACKOFF = 300
+
+
+def note_revert(r: Any, chain: int, start: int) -> int:
+    """Count a revert of the range starting at `start`; past the free tries, pause cutting
+    on this chain for 5 s, doubling up to MAX_BACKOFF. Returns the count."""
+    n = int(r.incr(f"stl:{chain}:reverts:{start}"))
+    r.expire(f"stl:{chain}:reverts:{start}", 3600)
+    if n > REVERT_FREE_TRIES:
+        pause = min(MAX_BACKOFF, 5 * 2 ** (n - REVERT_FREE_TRIES - 1))
+        r.set(f"stl:{chain}:backoff", str(start), ex=pause)
+        log.error("ALERT chain %d: the range at %d reverted %d times; pausing %ds", chain, start, n, pause)
+    return n
+
+
+def backing_off(r: Any, chain: int) -> bool:
+    return bool(r.exists(f"stl:{chain}:backoff"))
 
 
 def _release_lock(r: Any, chain: int, number: int | str) -> None:
@@ -373,6 +401,8 @@ def _reverted(r: Any, ctx: ChainContext, doc: dict[str, Any], rc: dict[str, Any]
     reason = f"reverted in block {rc['blockNumber']}; cursor then at {index}"
     log.error("chain %d batch %d: %s", chain, n, reason)
     out = _transition(r, chain, n, doc["state"], {"state": BatchState.REVERTED, "reason": reason, "gasUsed": rc["gasUsed"]})
+    if index < int(doc["start"]) + int(doc["count"]):
+        note_revert(r, chain, int(doc["start"]))
     if doc.get("confirms"):
         r.sadd(Keys.confirms(chain), *doc["confirms"])  # not confirmed after all: next time
     r.srem(Keys.open(chain), str(n))

@@ -38,6 +38,7 @@ from settlement.submitter import (
     ChainContext,
     SubmitError,
     Web3Chain,
+    backing_off,
     follow_confirms,
     follow_open,
     send_confirms,
@@ -166,6 +167,8 @@ def _tick(r: Any, chain_id: int) -> str:
     policy = prover_service.measured_policy(
         r, policy_for(chain_id, ctx.block_time, ctx.finality_depth, target_batch=get_settings().settlement_batch_size)
     )
+    if backing_off(r, chain_id):
+        return "backing off after reverts"
     if any(
         (b := load_batch(r, chain_id, int(x))) is not None and b["state"] == BatchState.SIGNED
         for x in r.smembers(Keys.open(chain_id))

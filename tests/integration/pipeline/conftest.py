@@ -101,7 +101,10 @@ class Celery:
 
 
 @pytest.fixture
-def celery_procs(vault_devnet: Devnet, redis_url: str, tmp_path: Path) -> Iterator[Celery]:
+def celery_procs(vault_devnet: Devnet, pipeline_api: ApiProcess, redis_url: str, tmp_path: Path) -> Iterator[Celery]:
+    # A previous test may have halted or reverted a chain: wait until the API sees every
+    # chain producing blocks again before the test quotes.
+    pipeline_api.wait_ready(60)
     c = Celery(vault_devnet.manifest_path, redis_url, tmp_path)
     c.worker("settle", "settle")
     c.worker("prove", "prove")
@@ -130,10 +133,3 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> An
 def manifest_of(net: Devnet) -> Manifest:
     assert net.manifest is not None
     return net.manifest
-
-
-@pytest.fixture(autouse=True)
-def _api_ready(pipeline_api: ApiProcess) -> None:
-    """A previous test may have halted or reverted a chain: wait until the API sees every
-    chain producing blocks again before quoting."""
-    pipeline_api.wait_ready(60)
