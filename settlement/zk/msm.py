@@ -224,7 +224,9 @@ def _reduce(
         # reads its pair sum (rank among firsts) or its leftover (after all the sums).
         slots = np.flatnonzero(is_first | is_left)
         src = np.where(
-            is_first[slots], np.cumsum(is_first)[slots] - 1, len(first) + np.cumsum(is_left)[slots] - 1
+            is_first[slots],
+            np.cumsum(is_first)[slots] - 1,
+            len(first) + np.cumsum(is_left)[slots] - 1,
         )
         if infinite:
             keep = ~np.isin(src, np.asarray(infinite, dtype=np.int64))
