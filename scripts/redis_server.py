@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class EmbeddedRedis:
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
+    die_with_parent: bool = False  # tie the server's life to this process (the `up` stack)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -73,7 +75,14 @@ class EmbeddedRedis:
             "--protected-mode", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        tie: Callable[[], None] | None = None
+        if self.die_with_parent:
+            from scripts.stack import die_with_parent
+
+            tie = die_with_parent
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=tie
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -32,6 +32,18 @@ class StackError(RuntimeError):
     """Something the stack needs could not start; the message names it."""
 
 
+def die_with_parent() -> None:
+    """In a child before exec: receive SIGTERM when the process that started it dies, even
+    by SIGKILL, so a crashed stack never leaves services behind (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def wait_for_signal(extra: threading.Event | None = None) -> None:
     """Block until SIGINT/SIGTERM (or `extra` is set)."""
     done = extra or threading.Event()
@@ -67,6 +79,7 @@ class Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # from the main thread: the death signal follows it
             )
 
     def wait_ready(self, log_dir: Path, timeout: float = 60.0) -> None:
@@ -177,7 +190,7 @@ class Stack:
             return
         if url:
             self.progress(f"REDIS_URL {url} does not answer; starting an embedded Redis")
-        self.redis = EmbeddedRedis(self.settings.state_dir / "redis")
+        self.redis = EmbeddedRedis(self.settings.state_dir / "redis", die_with_parent=True)
         self.redis.start()
         self.redis_url = self.redis.url
         self.progress(f"embedded Redis (AOF, fsync always) at {self.redis_url}")
@@ -218,6 +231,9 @@ class Stack:
             watcher.start()
             wait_for_signal(stop)
         finally:
+            # A second Ctrl-C (or a forwarded signal) must not cut the cleanup short.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self.progress("still stopping, please wait"))
             self.progress("stopping")
             self.stop()
 

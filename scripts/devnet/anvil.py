@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,17 +98,22 @@ class AnvilNode:
         return cmd + self.extra_args
 
     def start(self, timeout: float = 15.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self, preexec_fn: Callable[[], None] | None = None) -> None:
+        """Start the process without waiting (`wait_ready` next); `preexec_fn` runs in the
+        child, e.g. to tie its life to the caller's."""
         if port_in_use(self.port, self.host):
             raise AnvilError(f"port {self.port} is already in use (chain {self.chain_id})")
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn
             )
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()  # type: ignore[union-attr]
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

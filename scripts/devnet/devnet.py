@@ -35,6 +35,12 @@ __all__ = ["Devnet", "DevnetError", "DevnetState", "stop_detached"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _die_with_parent() -> None:
+    from scripts.stack import die_with_parent
+
+    die_with_parent()
+
+
 class DevnetError(RuntimeError):
     """The devnet could not start, or an operation on it failed; the message says why."""
 
@@ -130,8 +136,13 @@ class Devnet:
                     log_path=self.state_dir / f"anvil-{spec.chain_id}.log",
                 )
                 self.nodes[spec.chain_id] = node
+            # Spawned from this thread (a foreground devnet's chains die with this process,
+            # whatever kills it), then waited for in parallel.
+            tie = None if self.detached else _die_with_parent
+            for n in self.nodes.values():
+                n.spawn(preexec_fn=tie)
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-                list(pool.map(lambda n: n.start(), self.nodes.values()))
+                list(pool.map(lambda n: n.wait_ready(), self.nodes.values()))
             accounts = named_accounts(self.cfg.makers, self.cfg.traders)
 
             def deploy(spec: Any) -> ChainInfo:

@@ -173,3 +173,40 @@ def test_up_starts_redis_and_devnet_and_ctrl_c_leaves_nothing(tmp_path: Path) ->
     # No child survived: nothing in the stack's session is still running.
     out = subprocess.run(["ps", "-eo", "pid,sid"], capture_output=True, text=True).stdout.split("\n")[1:]
     assert not [ln for ln in out if ln.split() and ln.split()[1:] == [str(proc.pid)]]
+
+
+def test_up_killed_with_sigkill_still_leaves_nothing(tmp_path: Path) -> None:
+    """Even a stack that cannot clean up (kill -9) takes its services, chains and Redis with it."""
+    env = _env(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        env["CROSSBOOK_API_PORT"] = str(sock.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "up", "--base-port", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert "Ctrl-C stops everything" in "".join(lines), "".join(lines)
+        ports = sorted({int(p) for p in re.findall(r"(?:http|redis)://127\\.0\\.0\\.1:(\\d+)", "".join(lines))})
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(port_in_use(p) for p in ports):
+        time.sleep(0.2)
+    assert not [p for p in ports if port_in_use(p)]
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in out
