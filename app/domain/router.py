@@ -36,8 +36,9 @@ the same route.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from fractions import Fraction
 
 from app.domain.book import VirtualBook
@@ -433,11 +434,7 @@ def _polish(
     equals λ* (using the table's local slope), then re-solve the common price so that
     all members together again take exactly the order.
     """
-    tables = [
-        i
-        for i, m in enumerate(plan.members)
-        if shares[i] > 0.0 and isinstance(m, Direct) and m.curve.cp is None and m.cap_in is None
-    ]
+    tables = [i for i in plan.tables if shares[i] > 0.0]
     if not tables:
         return shares
     fixed: dict[int, float] = {}
@@ -477,28 +474,75 @@ def _polish(
             d += slopes[i]
         return total - amount_c, d
 
-    lo, hi = agg.u[0], math.inf
-    v = u
-    for _ in range(60):
-        val, d = f(v)
-        if abs(val) <= 1e-12 * amount_c:
-            break
-        if val > 0.0:
-            hi = v
-        else:
-            lo = v
-        nxt = v - val / d if d > 0.0 else math.nan
-        if not lo < nxt < hi:
-            nxt = 0.5 * (lo + hi) if math.isfinite(hi) else v * 1.001
-        if nxt == v:
-            break  # below float resolution (a ladder level pins the price): settle below
-        v = nxt
+    v = _root_near(f, agg.u, u)
     out = [0.0 if i in excluded else cv.at(v)[0] for i, cv in enumerate(agg.curves)]
     for i, x in fixed.items():
         out[i] = max(x + slopes[i] * (v - u), 0.0)
     if sum(out) <= 0.0:
         return shares
     return _settle(plan, v, out, [*excluded, *fixed], amount_c)
+
+
+def _root_near(f: Callable[[float], tuple[float, float]], us: list[float], u: float) -> float:
+    """Root of an increasing, piecewise linear f whose kinks lie on `us`, near u.
+
+    Gallop from u over the kinks until f changes sign, bisect the kinks in between,
+    then solve the one linear interval: a handful of evaluations."""
+
+    def g(v: float) -> float:
+        return f(v)[0]
+
+    def linear(a: float, fa: float, b: float, fb: float) -> float:
+        return a if fb <= fa else a + (b - a) * (-fa) / (fb - fa)
+
+    n = len(us)
+    k = max(bisect_right(us, u) - 1, 0)
+    fu = g(u)
+    if fu == 0.0:
+        return u
+    if fu > 0.0:
+        # Largest kink index lo ≤ k with g(us[lo]) ≤ 0; hi is the kink above it.
+        hi, step = -1, 1
+        lo = k
+        while lo >= 0 and us[lo] <= u and g(us[lo]) > 0.0:
+            hi = lo
+            lo = k - step
+            step *= 2
+        lo = max(lo, -1)
+        if hi < 0:  # g(us[k]) ≤ 0 < g(u): the root is in [us[k], u]
+            return linear(us[k], g(us[k]), u, fu) if us[k] < u else u
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if g(us[mid]) > 0.0:
+                hi = mid
+            else:
+                lo = mid
+        if lo < 0:
+            return us[0]
+        return linear(us[lo], g(us[lo]), us[hi], g(us[hi]))
+    # Smallest kink index hi > k with g(us[hi]) ≥ 0; lo is the kink below it (or u).
+    lo, step = -1, 1
+    hi = k + 1
+    while hi < n and g(us[hi]) < 0.0:
+        lo = hi
+        hi = k + 1 + step
+        step *= 2
+    if hi >= n:
+        if lo < 0 or g(us[n - 1]) < 0.0:
+            # Beyond the last kink g is linear: one Newton step from there.
+            a = max(us[n - 1], u)
+            fa, da = f(a)
+            return a - fa / da if da > 0.0 else a
+        hi = n - 1
+    if lo < 0:  # g(u) < 0 ≤ g(us[k+1])
+        return linear(u, fu, us[hi], g(us[hi]))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if g(us[mid]) < 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return linear(us[lo], g(us[lo]), us[hi], g(us[hi]))
 
 
 def _settle(
@@ -509,10 +553,10 @@ def _settle(
     rest = amount_c - sum(shares)
     if rest == 0.0:
         return shares
-    for i, cv in enumerate(plan.agg.curves):
+    for i in plan.ladders:
         if i in excluded or (shares[i] <= 0.0 and rest < 0.0):
             continue
-        jump = cv.jump_at(u)
+        jump = plan.agg.curves[i].jump_at(u)
         if jump is None:
             continue
         new = min(max(shares[i] + rest, jump[0]), jump[1])

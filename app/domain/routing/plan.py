@@ -73,6 +73,8 @@ class Plan:
     gas_units: dict[str, int]  # per source id, for the route's gas lines
     best: Member  # the member with the best first-unit price (for price impact)
     by_spot: tuple[int, ...]  # member indices, best first-unit price first
+    tables: tuple[int, ...]  # direct members whose curve is a table (StableSwap)
+    ladders: tuple[int, ...]  # direct members that are market-maker ladders
     # Per-decimals caches filled lazily by the router (members' caps in order units).
     caps: dict[tuple[str, int], list[int | None]]
     spots: dict[tuple[int, int], tuple[int, int]]  # exact best price per (d_in, d_out)
@@ -187,6 +189,12 @@ def build_plan(
         units,
         min(members, key=lambda m: m.curve.u[0]),
         tuple(sorted(range(len(members)), key=lambda i: (members[i].curve.u[0], i))),
+        tuple(
+            i
+            for i, m in enumerate(members)
+            if isinstance(m, Direct) and m.curve.cp is None and m.cap_in is None
+        ),
+        tuple(i for i, m in enumerate(members) if isinstance(m, Direct) and m.cap_in is not None),
         {},
         {},
     )
