@@ -146,7 +146,8 @@ class Router:
             splits = [
                 self._split_in(m, q, d_a, d_b) for m, q in zip(plan.members, ints, strict=True) if q
             ]
-            best = self._best_single_in(plan, amount_in, amount_c, d_a, d_b, excluded)
+            split_c = sum(sp.amount_out for sp in splits) * float(10 ** (CANONICAL_DECIMALS - d_b))
+            best = self._best_single_in(plan, amount_in, amount_c, d_a, d_b, excluded, split_c)
         except (CapacityExceeded, InsufficientLiquidity, ValueError) as exc:
             raise NoRoute(f"cannot route {amount_in} {sell.symbol}: {exc}") from exc
         route = self._route(Side.EXACT_IN, book, plan, sell, buy, amount_in, splits)
@@ -342,7 +343,14 @@ class Router:
         return Split(m.via, i, o, tuple(legs))
 
     def _best_single_in(
-        self, plan: Plan, amount: int, amount_c: float, d_a: int, d_b: int, excluded: list[int]
+        self,
+        plan: Plan,
+        amount: int,
+        amount_c: float,
+        d_a: int,
+        d_b: int,
+        excluded: list[int],
+        split_c: float,
     ) -> Split | None:
         best_i, best_y = -1, -1.0
         for i in plan.by_spot:
@@ -356,7 +364,9 @@ class Router:
             y = cv.at(cv.u_for_x(amount_c))[1]
             if y > best_y:
                 best_i, best_y = i, y
-        return None if best_i < 0 else self._split_in(plan.members[best_i], amount, d_a, d_b)
+        if best_i < 0 or best_y < split_c * (1.0 - 1e-4):
+            return None  # clearly worse than the split: skip its exact evaluation
+        return self._split_in(plan.members[best_i], amount, d_a, d_b)
 
     def _best_single_out(
         self, plan: Plan, want: int, want_c: float, d_a: int, d_b: int, excluded: list[int]
