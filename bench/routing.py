@@ -282,7 +282,7 @@ def quality(seed: int) -> dict[str, object]:
                 )
 
     def summary(key: str) -> dict[str, float]:
-        vals = [float(c[key]) for c in cases]  # type: ignore[arg-type]
+        vals = [float(c[key]) for c in cases]
         return {"min": min(vals), "median": statistics.median(vals)}
 
     return {
@@ -290,8 +290,8 @@ def quality(seed: int) -> dict[str, object]:
         "vs_optimum": summary("vs_optimum"),
         "vs_single": summary("vs_single"),
         "vs_5pct_splitter": summary("vs_5pct_splitter"),
-        "goal_met": min(c["vs_optimum"] for c in cases) >= 0.9999  # type: ignore[operator]
-        and min(c["vs_5pct_splitter"] for c in cases) >= 1.0,  # type: ignore[operator]
+        "goal_met": min(c["vs_optimum"] for c in cases) >= 0.9999
+        and min(c["vs_5pct_splitter"] for c in cases) >= 1.0,
         "detail": cases,
     }
 
