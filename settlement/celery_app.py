@@ -81,7 +81,6 @@ app.conf.update(
     task_default_queue="settle",
     task_routes={"settlement.prove": {"queue": "prove"}},
     broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
     beat_schedule=beat_schedule(),
     timezone="UTC",
 )
