@@ -18,9 +18,13 @@ is precomputed per book version (`routing.curves`: closed form for constant prod
 tabulated from the exact integer math for StableSwap, staircase for ladders) and merged
 (`routing.aggregate`), so an order solves for the common marginal in O(log K).  Members
 are direct sources and, per connector asset C, the two-hop path X→C→Y, itself split
-optimally on each hop.  The float solution is turned into integer amounts that sum
-exactly to the order, and every output comes from each source's exact integer math
-(`routing.execute`); the result is never worse than the best single member.
+optimally on each hop.  Tabulated (StableSwap) shares then get one Newton step from
+their exact integer math (true marginal by finite difference) and the common price is
+re-solved; float residue lands on a partly filled ladder level, which trades at exactly
+λ*.  The float solution is turned into integer amounts that sum exactly to the order
+(whole native units per leg, so no leg drops sub-unit dust across decimals), and every
+output comes from each source's exact integer math (`routing.execute`); the result is
+never worse than the best single member.
 
 **Gas.**  Each source costs its gas units, amortised over the settlement batch size and
 priced in the output asset (gas price per chain × price of the native asset in the
