@@ -342,6 +342,13 @@ def latency(seed: int, n_sources: int = 60, iters: int = 3000) -> dict[str, obje
     t0 = time.perf_counter_ns()
     router.plan(bumped, USDC, DAI)
     update_ms = (time.perf_counter_ns() - t0) / 1e6
+    cp = next(s for s in srcs if isinstance(s, ConstantProductPool))
+    bumped_cp = bumped.with_sources(
+        ConstantProductPool(cp.id, cp.chain, cp.token0, cp.token1, cp.balance0 + 1, cp.balance1, cp.fee_bps)
+    )  # fmt: skip
+    t0 = time.perf_counter_ns()
+    router.plan(bumped_cp, USDC, DAI)
+    update_cp_ms = (time.perf_counter_ns() - t0) / 1e6
     curves = [_Continuous(s, USDC) for s in srcs]
     depth = sum(c.x_at(0.5) for c in curves) / 10 ** (18 - sell.decimals)
     amounts = [max(int(depth * 10 ** rng.uniform(-5, -0.7)), 1) for _ in range(500)]
@@ -352,6 +359,7 @@ def latency(seed: int, n_sources: int = 60, iters: int = 3000) -> dict[str, obje
         "kinds": {k: sum(1 for s in srcs if s.kind == k) for k in sorted({s.kind for s in srcs})},
         "plan_build_ms_cold": cold_ms,
         "plan_build_ms_after_one_stableswap_update": update_ms,
+        "plan_build_ms_after_one_constant_product_update": update_cp_ms,
         "exact_in": _timed(lambda a: router.route_exact_in(book, sell, buy, a), amounts, iters),
         "exact_out": _timed(lambda y: router.route_exact_out(book, sell, buy, y), outs, iters // 2),
         "baseline_best_single": _timed(

@@ -51,16 +51,20 @@ class Aggregate:
         cp_a = np.zeros_like(us)
         cp_c = np.zeros_like(us)
         cp_e = np.zeros_like(us)
+        cps = [cv for cv in curves if cv.cp is not None]
+        if cps:
+            # All constant-product curves at once: a (breakpoints × pools) matrix.
+            u0 = np.array([cv.u[0] for cv in cps])
+            a, b, c, e = (np.array([cv.cp[i] for cv in cps]) for i in range(4))  # type: ignore[index]
+            on = us[:, None] >= u0[None, :]
+            uu = us[:, None]
+            xv += np.where(on, np.maximum(a * uu + b, 0.0), 0.0).sum(axis=1)
+            yv += np.where(on, np.maximum(c + e / uu, 0.0), 0.0).sum(axis=1)
+            cp_a += (on * a).sum(axis=1)
+            cp_c += (on * c).sum(axis=1)
+            cp_e += (on * e).sum(axis=1)
         for cv in curves:
-            if cv.cp is not None:
-                a, b, c, e = cv.cp
-                on = us >= cv.u[0]
-                xv += np.where(on, np.maximum(a * us + b, 0.0), 0.0)
-                yv += np.where(on, np.maximum(c + e / us, 0.0), 0.0)
-                cp_a += np.where(on, a, 0.0)
-                cp_c += np.where(on, c, 0.0)
-                cp_e += np.where(on, e, 0.0)
-            else:
+            if cv.cp is None:
                 xv += np.interp(us, cv.u, cv.x, left=0.0, right=cv.x[-1])
                 yv += np.interp(us, cv.u, cv.y, left=0.0, right=cv.y[-1])
         # Sums of rounded terms may wobble by an ulp; the searches need them ascending.

@@ -81,6 +81,12 @@ class Plan:
 
 
 def build_stage(book: VirtualBook, a: str, b: str) -> Stage | None:
+    """The sources of a→b on available chains and their aggregate."""
+    members = direct_members(book, a, b)
+    return Stage(tuple(members), Aggregate.build([m.curve for m in members])) if members else None
+
+
+def direct_members(book: VirtualBook, a: str, b: str) -> list[Direct]:
     members: list[Direct] = []
     for src in book.sources_for(a, b):
         t0, t1 = src.tokens
@@ -94,9 +100,7 @@ def build_stage(book: VirtualBook, a: str, b: str) -> Stage | None:
             fills = src.fills(tin.symbol)
             cap_in, cap_out = sum(f.cap_in for f in fills), sum(f.cap_out for f in fills)
         members.append(Direct(src, tin, tout, curve, cap_in, cap_out))
-    if not members:
-        return None
-    return Stage(tuple(members), Aggregate.build([m.curve for m in members]))
+    return members
 
 
 def _composite_curve(first: Stage, second: Stage) -> Curve | None:
@@ -151,9 +155,7 @@ def build_plan(
     gas: GasModel | None,
 ) -> Plan | None:
     members: list[Member] = []
-    direct = build_stage(book, sell, buy)
-    if direct is not None:
-        members.extend(direct.members)
+    members.extend(direct_members(book, sell, buy))
     vias = book.symbols() if connectors is None else tuple(sorted(set(connectors)))
     for via in vias:
         if via in (sell, buy):
