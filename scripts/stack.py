@@ -171,7 +171,9 @@ class Stack:
             ),
             # Settlement: a worker for proving and submitting, and the beat that ticks
             # every chain's window and the reconciliation.
-            Service("worker", [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"], env),
+            # Two workers: proofs (CPU) never hold up a chain's ticks and submissions.
+            Service("worker-settle", [sys.executable, "-m", "app.cli", "worker", "--queues", "settle"], env),
+            Service("worker-prove", [sys.executable, "-m", "app.cli", "worker", "--queues", "prove"], env),
             Service("beat", [sys.executable, "-m", "app.cli", "beat"], env),
             # A market maker quoting ladders around the pools' mid prices, over the
             # maker WebSocket like any external maker.

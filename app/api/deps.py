@@ -26,7 +26,8 @@ class Services:
     makers: MakerHub | None = None  # the market makers' WebSocket hub
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
+    # async: a plain def dependency would run in the thread pool on every request.
     services: Services = request.app.state.services
     return services
 

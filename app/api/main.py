@@ -21,6 +21,7 @@ from app.domain.types import ChainId
 from app.logs import setup_logging
 from app.manifest import Manifest
 from app.services.book_service import BookService
+from app.services.followers import Followers
 from app.services.ledger import Ledger
 from app.services.makers import MakerHub, MakerHubConfig
 from app.services.orders import OrderService
@@ -63,9 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services.makers = makers
         quotes.makers = makers  # RFQ for large quotes
         orders.makers = makers  # fill notices
+        followers = Followers(redis, books, quotes)
+        await followers.start()
         try:
             yield
         finally:
+            await followers.stop()
             await makers.stop()
             await books.stop()
             await redis.aclose()

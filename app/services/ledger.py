@@ -148,13 +148,14 @@ class Ledger:
         return out
 
     async def open_orders(self) -> list[dict[str, Any]]:
-        """Every order not yet in a terminal state (to rebuild reservations on start)."""
+        """Every order whose payout has not settled yet (to rebuild reservations on start)."""
         out = []
         async for key in self.redis.scan_iter(match="order:*", count=1000):
             raw = await self.redis.get(key)
             if raw:
                 doc = json.loads(raw)
-                if doc.get("state") not in ("finalized", "failed", "refunded"):
+                # Reservations last until the payout settles (see app/services/followers.py).
+                if doc.get("state") in ("confirmed", "pull_settled"):
                     out.append(doc)
         return out
 

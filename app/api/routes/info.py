@@ -100,7 +100,13 @@ async def healthz(services: ServicesDep, response: Response) -> dict[str, Any]:
     chains = {str(cid): {"available": h.available, "height": h.block_number, "blockHash": h.block_hash, "reason": h.reason} for cid, h in services.books.heads.items()}
     if not redis_ok:
         response.status_code = 503
-    return {"status": "ok" if redis_ok else "degraded", "redis": redis_ok, "bookVersion": services.books.book.version, "chains": chains}
+    return {
+        "status": "ok" if redis_ok else "degraded",
+        "redis": redis_ok,
+        "bookVersion": services.books.book.version,
+        "openReservations": len(services.books.pending),
+        "chains": chains,
+    }
 
 
 @router.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)

@@ -187,3 +187,23 @@ def test_balance_and_allowance_are_checked_from_the_adapter_view(api: Any, clean
                 break
         time.sleep(0.3)
     assert code == "INSUFFICIENT_ALLOWANCE"
+
+
+def test_reservation_is_released_once_the_payout_settles(api: Any, devnet: Devnet) -> None:
+    """The settlement workers announce state changes on `orders:{trader}`; the API releases
+    the order's book reservation when its payout has settled."""
+    m = devnet.manifest
+    trader = m.traders[0]
+    c = CrossbookClient(api.url)
+    before = httpx.get(api.url + "/healthz").json()["openReservations"]
+    receipt = c.swap(_quote(c, m, trader), trader.private_key)
+    assert httpx.get(api.url + "/healthz").json()["openReservations"] == before + 1
+    r = redis.Redis.from_url(api.redis_url)
+    r.publish(f"orders:{trader.address.lower()}", json.dumps({"orderId": receipt["orderId"], "state": "pull_settled"}))
+    time.sleep(0.5)
+    assert httpx.get(api.url + "/healthz").json()["openReservations"] == before + 1  # payout not settled yet
+    r.publish(f"orders:{trader.address.lower()}", json.dumps({"orderId": receipt["orderId"], "state": "settled"}))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and httpx.get(api.url + "/healthz").json()["openReservations"] != before:
+        time.sleep(0.1)
+    assert httpx.get(api.url + "/healthz").json()["openReservations"] == before
