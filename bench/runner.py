@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "devnet": ([], ["--runs", "1"]),
     "api": ([], ["--quick"]),
-    "routing": ([], ["--quick"]),
+    "routing": ([], ["--latency-only"]),
     "prover": ([], ["--sizes", "10"]),
+    "settlement_gas": ([], []),
+    "settlement_e2e": ([], ["--quick"]),
 }
 
 
