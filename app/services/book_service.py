@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adapters.chain import ChainAdapter, ChainUpdate
-from app.domain.book import Hold, VirtualBook
+from app.domain.book import Hold, InsufficientInventory, VirtualBook
 from app.domain.sources import LadderSource, Source, Trade
 from app.domain.types import Address, Asset, AssetSymbol, ChainId
 from app.manifest import Manifest
@@ -68,6 +68,8 @@ class BookService:
         # new block never "un-reserves" liquidity that confirmed orders hold.
         self.chain_sources: dict[str, Source] = {}
         self.pending: dict[str, tuple[Trade, ...]] = {}
+        self._queue: dict[str, tuple[tuple[Trade, ...], tuple[Hold, ...]]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.adapters = {
             c.chain_id: ChainAdapter(c, self.apply, gas_units=gas_units, stall_after=stall_after)
             for c in manifest.chains
@@ -112,14 +114,64 @@ class BookService:
                     src = src.apply(t)
         return src
 
-    def reserve(self, reservation_id: str, trades: Sequence[Trade], holds: Sequence[Hold]) -> None:
-        """Hold pool liquidity and payout inventory for a confirmed order (atomic: the
-        book either takes all of it or raises and stays as it was)."""
-        self.book = self.book.reserve(reservation_id, trades, holds)
-        self.pending[reservation_id] = tuple(trades)
+    # Confirmations join the book in batches: every new book version costs the router a
+    # plan rebuild on the next quote, so one version per confirmation would make each
+    # quote after a swap pay for it. Inventory is checked at once against what is free
+    # (the Lua step in Redis stays the authority); the book shows the trades within
+    # FLUSH_SECONDS.
+    FLUSH_SECONDS = 0.05
+
+    def reserve(self, reservation_id: str, trades: Sequence[Trade], holds: Sequence[Hold], *, now: bool = False) -> None:
+        """Hold pool liquidity and payout inventory for a confirmed order. Raises
+        `InsufficientInventory` (and keeps nothing) when the holds do not fit."""
+        need: dict[tuple[ChainId, AssetSymbol], int] = {}
+        for h in holds:
+            need[(h.chain, h.symbol)] = need.get((h.chain, h.symbol), 0) + h.amount
+        for (chain, sym), amount in need.items():
+            free = self.book.available_inventory(chain, sym) - self._queued_holds(chain, sym)
+            if amount > free:
+                raise InsufficientInventory(f"{sym}@{chain}: need {amount}, free {free}")
+        self._queue[reservation_id] = (tuple(trades), tuple(holds))
+        if now:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+            else:
+                self._flush_handle = loop.call_later(self.FLUSH_SECONDS, self.flush)
+
+    def _queued_holds(self, chain: ChainId, symbol: AssetSymbol) -> int:
+        return sum(h.amount for _, holds in self._queue.values() for h in holds if h.chain == chain and h.symbol == symbol)
+
+    def flush(self) -> None:
+        """Apply every queued reservation to the book: one new version for all of them."""
+        self._flush_handle = None
+        queue, self._queue = self._queue, {}
+        book = self.book
+        for rid, (trades, holds) in queue.items():
+            try:
+                book = book.reserve(rid, trades, holds)
+            except (InsufficientInventory, KeyError) as e:
+                # The chain moved under it since the check (inventory left the vault, a
+                # source vanished): the order stands (Redis holds it), the view is partial.
+                log.warning("reservation applied without its trades", extra={"reservationId": rid, "error": str(e)})
+                book = book.reserve(rid, (), ())
+                trades = ()
+            self.pending[rid] = trades
+        self.book = book
+
+    @property
+    def open_reservations(self) -> int:
+        return len(self.pending) + len(self._queue)
 
     def release(self, reservation_id: str) -> None:
         """Drop a reservation (refused, settled or failed order)."""
+        if self._queue.pop(reservation_id, None) is not None:
+            return
+        if reservation_id not in self.pending:
+            return
         trades = self.pending.pop(reservation_id, ())
         book = self.book.release(reservation_id)
         touched = {t.source_id for t in trades if t.source_id in self.chain_sources}

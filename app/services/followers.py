@@ -51,7 +51,7 @@ class Followers:
             event = json.loads(data)
         except (ValueError, TypeError):
             return
-        if event.get("state") in RELEASE_STATES and event.get("orderId") in self.books.pending:
+        if event.get("state") in RELEASE_STATES:
             self.books.release(event["orderId"])
 
     async def _orders(self) -> None:
@@ -76,10 +76,12 @@ class Followers:
                 await self._catch_up()
 
     async def _catch_up(self) -> None:
-        for oid in list(self.books.pending):
-            raw = await self.redis.get(f"order:{oid}")
-            if raw and json.loads(raw).get("state") in RELEASE_STATES:
-                self.books.release(oid)
+        ids = list(self.books.pending)
+        for k in range(0, len(ids), 500):  # MGET in chunks: one round trip per 500 orders
+            chunk = ids[k : k + 500]
+            for oid, raw in zip(chunk, await self.redis.mget([f"order:{o}" for o in chunk]), strict=True):
+                if raw and json.loads(raw).get("state") in RELEASE_STATES:
+                    self.books.release(oid)
 
     async def _proof_times(self) -> None:
         while True:

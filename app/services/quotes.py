@@ -283,8 +283,7 @@ class QuoteService:
                     [{"chainId": int(c), "reason": status.reason if status else ""}],
                     headers={"Retry-After": "2"},
                 )
-        if req.exclude_sources:
-            book = book.without_sources(*self._matching_sources(book, req.exclude_sources))
+        excluded = self._matching_sources(book, req.exclude_sources) if req.exclude_sources else ()
 
         route: Route | None
         if sell.symbol == buy.symbol:  # the same asset across chains: inventory moves 1:1
@@ -292,7 +291,7 @@ class QuoteService:
             sell_amount, gross_out = self._transfer_amounts(side, amount, sell, buy)
             impact = 0
         else:
-            route = self._route(book, side, sell, buy, amount, req.max_sources, now)
+            route = self._route(book, side, sell, buy, amount, req.max_sources, now, excluded)
             sell_amount, gross_out, impact = route.amount_in, route.net_out, route.price_impact_bps
         fee = gross_out * self.fee_bps // BPS
         buy_amount = gross_out - fee
@@ -407,23 +406,22 @@ class QuoteService:
         return need, amount
 
     def _route(
-        self, book: VirtualBook, side: Side, sell: Asset, buy: Asset, amount: int, max_sources: int | None, now: float
+        self,
+        book: VirtualBook,
+        side: Side,
+        sell: Asset,
+        buy: Asset,
+        amount: int,
+        max_sources: int | None,
+        now: float,
+        excluded: Sequence[str] = (),
     ) -> Route:
+        if max_sources is not None and max_sources < 1:
+            raise ApiError(ErrorCode.INVALID_REQUEST, "maxSources must be ≥ 1", [{"field": "maxSources"}])
         try:
-            route = self._solve(book, side, sell, buy, amount, now)
-            if max_sources is not None:
-                if max_sources < 1:
-                    raise ApiError(ErrorCode.INVALID_REQUEST, "maxSources must be ≥ 1", [{"field": "maxSources"}])
-                while len({leg.source_id for leg in route.legs}) > max_sources:
-                    # Drop the source carrying the least of the order and re-solve.
-                    used: dict[str, int] = {}
-                    for s in route.splits:
-                        for leg in s.legs:
-                            used[leg.source_id] = used.get(leg.source_id, 0) + s.amount_in
-                    smallest = min(sorted(used), key=lambda k: used[k])
-                    book = book.without_sources(smallest)
-                    route = self._solve(book, side, sell, buy, amount, now)
-            return route
+            # Exclusions and the source cap go to the router, which keeps its cached plan
+            # (a book without those sources would be a new version: a full rebuild).
+            return self._solve(book, side, sell, buy, amount, now, excluded, max_sources)
         except ChainUnavailable as e:
             raise ApiError(ErrorCode.CHAIN_UNAVAILABLE, str(e), headers={"Retry-After": "2"}) from None
         except InventoryExceeded as e:
@@ -434,8 +432,17 @@ class QuoteService:
         except RoutingError as e:
             raise ApiError(ErrorCode.NO_ROUTE, str(e)) from None
 
-    def _solve(self, book: VirtualBook, side: Side, sell: Asset, buy: Asset, amount: int, now: float) -> Route:
-        if side is Side.EXACT_IN:
-            return self.router.route_exact_in(book, sell, buy, amount, now=int(now))
-        return self.router.route_exact_out(book, sell, buy, amount, now=int(now))
+    def _solve(
+        self,
+        book: VirtualBook,
+        side: Side,
+        sell: Asset,
+        buy: Asset,
+        amount: int,
+        now: float,
+        excluded: Sequence[str] = (),
+        max_sources: int | None = None,
+    ) -> Route:
+        solve = self.router.route_exact_in if side is Side.EXACT_IN else self.router.route_exact_out
+        return solve(book, sell, buy, amount, now=int(now), exclude_sources=excluded, max_sources=max_sources)
 

@@ -104,7 +104,7 @@ async def healthz(services: ServicesDep, response: Response) -> dict[str, Any]:
         "status": "ok" if redis_ok else "degraded",
         "redis": redis_ok,
         "bookVersion": services.books.book.version,
-        "openReservations": len(services.books.pending),
+        "openReservations": services.books.open_reservations,
         "chains": chains,
     }
 
