@@ -154,7 +154,12 @@ async def swap_load(host: str, port: int, manifest: dict[str, Any], rate: float,
             sell_chain = chains[n % len(chains)]
             buy_chain = chains[(n + k) % len(chains)]
             body = json.dumps({"sellChainId": sell_chain, "sellToken": "WETH", "buyChainId": buy_chain, "buyToken": "USDC", "sellAmount": str(10**13), "taker": t["address"]}).encode()
-            status, raw = await qc.request("POST", "/v1/quote", body)
+            try:
+                status, raw = await qc.request("POST", "/v1/quote", body)
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                codes[-1] += 1
+                qc = Conn(host, port)
+                continue
             if status != 200:
                 codes[1000 + status] += 1
                 continue
@@ -164,7 +169,13 @@ async def swap_load(host: str, port: int, manifest: dict[str, Any], rate: float,
             sig = sign_order(order, Domain(chain_id=d["chainId"], verifying_contract=d["verifyingContract"]), t["privateKey"])
             payload = json.dumps(swap_body(quote, order, sig)).encode()
             t0 = time.perf_counter()
-            status, raw = await sc.request("POST", "/v1/swap", payload)
+            try:
+                status, raw = await sc.request("POST", "/v1/swap", payload)
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                # No reply: the order may or may not be confirmed (the ledger check counts it).
+                codes[-1] += 1
+                sc = Conn(host, port)
+                continue
             lat.append(time.perf_counter() - t0)
             codes[status] += 1
             if status == 200:
