@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -139,40 +140,33 @@ def _controller() -> Devnet:
     return net
 
 
-@devnet_app.command("halt")
-def devnet_halt(chain: ChainOpt) -> None:
-    """Stop block production on a chain."""
+def _control(action: Callable[[Devnet], None], done: str) -> None:
+    """Run one block-production change on the running devnet; errors name the cause."""
     from scripts.devnet.devnet import DevnetError
 
     try:
-        _controller().halt(chain)
+        action(_controller())
     except DevnetError as e:
         _fail(str(e))
-    out.print(f"chain {chain} halted")
+    out.print(done)
+
+
+@devnet_app.command("halt")
+def devnet_halt(chain: ChainOpt) -> None:
+    """Stop block production on a chain."""
+    _control(lambda net: net.halt(chain), f"chain {chain} halted")
 
 
 @devnet_app.command("resume")
 def devnet_resume(chain: ChainOpt) -> None:
     """Restart block production on a halted chain."""
-    from scripts.devnet.devnet import DevnetError
-
-    try:
-        _controller().resume(chain)
-    except DevnetError as e:
-        _fail(str(e))
-    out.print(f"chain {chain} resumed")
+    _control(lambda net: net.resume(chain), f"chain {chain} resumed")
 
 
 @devnet_app.command("slow")
 def devnet_slow(chain: ChainOpt, block_time: Annotated[float, typer.Option(help="new block time in seconds")]) -> None:
     """Change a chain's block time (slow finality)."""
-    from scripts.devnet.devnet import DevnetError
-
-    try:
-        _controller().set_block_time(chain, block_time)
-    except DevnetError as e:
-        _fail(str(e))
-    out.print(f"chain {chain} block time {block_time}s")
+    _control(lambda net: net.set_block_time(chain, block_time), f"chain {chain} block time {block_time}s")
 
 
 @devnet_app.command("reorg")
