@@ -28,6 +28,21 @@ from tests.conftest import ApiProcess
 
 T = TypeVar("T")
 
+
+@pytest.fixture(scope="session")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """This package's own 3-chain devnet. Tests elsewhere leave chain state behind (vault
+    cursors, maker and trader balances, unsettled confirmations) that these tests must
+    not inherit. Overrides the root fixture here only; `clean_devnet` follows it."""
+    from scripts.devnet.config import load_config
+
+    net = Devnet(load_config(chains=3, base_port=0), tmp_path_factory.mktemp("mm-devnet"))
+    net.start()
+    try:
+        yield net
+    finally:
+        net.stop()
+
 MM_ENV = {
     "CROSSBOOK_MM_HEARTBEAT_SECONDS": "1",
     "CROSSBOOK_MM_LEVELS_PER_SECOND": "5",

@@ -154,7 +154,7 @@ async def test_demo_maker_answers_rfqs(
         )
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(15)
+        proc.wait(30)  # a graceful WebSocket close may take its full 10 s timeout under load
     assert [q.maker for q in sold] == [maker.address], log.read_text()
     assert [q.maker for q in bought] == [maker.address]
     bid, ask = sold[0].maker_amount, bought[0].taker_amount  # USDC for 1 WETH each way

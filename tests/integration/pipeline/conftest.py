@@ -28,7 +28,36 @@ from tests.conftest import ApiProcess
 ROOT = Path(__file__).resolve().parents[3]
 
 
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """A fresh 3-chain devnet per test module here. Other tests leave chain state behind
+    (vault cursors advanced by settlements whose ledger was flushed, reorgs that
+    invalidate snapshots, maker and trader balances) that these tests must not inherit.
+    Overrides the root fixture in this package only; `clean_devnet` follows it."""
+    from scripts.devnet.config import load_config
+
+    net = Devnet(load_config(chains=3, base_port=0), tmp_path_factory.mktemp("pipeline-devnet"))
+    net.start()
+    try:
+        yield net
+    finally:
+        net.stop()
+
 @pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """The pipeline's own Redis: the session one holds order logs of orders confirmed by
+    other tests' APIs (on chain states since reverted), which the workers would otherwise
+    try to settle first. Overrides the root fixture for this package only."""
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("pipeline-redis")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def vault_devnet(devnet: Devnet) -> Devnet:
     """The session devnet with a Settlement vault per chain (deployed here unless the
     devnet already did), the manifest rewritten to name it."""
@@ -46,7 +75,7 @@ def vault_devnet(devnet: Devnet) -> Devnet:
     return devnet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipeline_api(vault_devnet: Devnet, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     proc = ApiProcess(vault_devnet.manifest_path, redis_server.url, tmp_path_factory.mktemp("papi"))
     try:
