@@ -49,6 +49,7 @@ class PoolAdapter:
     gas_units: int
 
     kind: ClassVar[str] = ""
+    source_class: ClassVar[type]  # the domain source this kind of pool becomes
 
     @property
     def address(self) -> str:
@@ -59,42 +60,37 @@ class PoolAdapter:
         return f"{self.chain_id}:{self.info.address.lower()}"
 
     def source(self, reserve0: int, reserve1: int) -> Source:
-        raise NotImplementedError
+        """The domain source for these reserves (fields common to every kind, plus the
+        kind's own from `_extra`)."""
+        return self.source_class(
+            id=self.source_id,
+            chain=ChainId(self.chain_id),
+            token0=self.token0,
+            token1=self.token1,
+            balance0=reserve0,
+            balance1=reserve1,
+            fee_bps=self.info.fee_bps,
+            gas_units=self.gas_units,
+            **self._extra(),
+        )
+
+    def _extra(self) -> dict[str, int]:
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
 class ConstantProductAdapter(PoolAdapter):
     kind: ClassVar[str] = "constant_product"
-
-    def source(self, reserve0: int, reserve1: int) -> Source:
-        return ConstantProductPool(
-            id=self.source_id,
-            chain=ChainId(self.chain_id),
-            token0=self.token0,
-            token1=self.token1,
-            balance0=reserve0,
-            balance1=reserve1,
-            fee_bps=self.info.fee_bps,
-            gas_units=self.gas_units,
-        )
+    source_class: ClassVar[type] = ConstantProductPool
 
 
 @dataclass(frozen=True, slots=True)
 class StableSwapAdapter(PoolAdapter):
     kind: ClassVar[str] = "stableswap"
+    source_class: ClassVar[type] = StableSwapPool
 
-    def source(self, reserve0: int, reserve1: int) -> Source:
-        return StableSwapPool(
-            id=self.source_id,
-            chain=ChainId(self.chain_id),
-            token0=self.token0,
-            token1=self.token1,
-            balance0=reserve0,
-            balance1=reserve1,
-            fee_bps=self.info.fee_bps,
-            amp=self.info.amp,
-            gas_units=self.gas_units,
-        )
+    def _extra(self) -> dict[str, int]:
+        return {"amp": self.info.amp}
 
 
 # Gas a pool costs a settlement batch that trades on it: one swap inside the settle
