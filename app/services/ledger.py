@@ -55,7 +55,8 @@ CONFIRM_LUA = (
     + r"""
 -- KEYS: 1 nonce, 2 held, 3 invheld, 4 log next, 5 log legs, 6 order, 7 trader index
 -- ARGV: 1 order id, 2 sell amount, 3 balance, 4 allowance, 5 payout amount, 6 inventory,
---       7 order JSON with "__INDEX__" placeholders, 8 leg JSON template, 9 score (ms)
+--       7 order JSON with "__INDEX__" placeholders, 8 leg JSON template, 9 score (ms),
+--       10 the trader's status channel
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'DUPLICATE', ''} end
 if redis.call('SETNX', KEYS[1], ARGV[1]) == 0 then return {'NONCE_REUSED', ''} end
 local held = redis.call('GET', KEYS[2]) or '0'
@@ -73,6 +74,9 @@ redis.call('HSET', KEYS[5], tostring(index), leg)
 local doc = string.gsub(ARGV[7], '"__INDEX__"', tostring(index))
 redis.call('SET', KEYS[6], doc)
 redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
+-- The status notice goes out in the same step: no extra round trip, and never for an
+-- order that was refused.
+redis.call('PUBLISH', ARGV[10], cjson.encode({orderId = ARGV[1], state = 'confirmed'}))
 return {'OK', tostring(index)}
 """
 )
@@ -128,6 +132,7 @@ class Ledger:
             json.dumps(order_doc, separators=(",", ":")),
             json.dumps(leg_doc, separators=(",", ":")),
             str(score_ms),
+            f"orders:{t}",
         ]
         status, value = await self._confirm(keys=keys, args=args)
         return ConfirmOutcome(_s(status), _s(value))

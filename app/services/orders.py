@@ -9,7 +9,6 @@ and allowances come from the adapters' view (one RPC only on a cache miss).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -202,7 +201,6 @@ class OrderService:
             code, message = _LEDGER_CODES.get(outcome.status, (ErrorCode.INTERNAL, outcome.status))
             raise ApiError(code, message, [{"alreadyHeld": outcome.value}] if outcome.value else [])
         index = int(outcome.value)
-        await self._publish(order.trader, order_hash, OrderState.CONFIRMED.value)
         await self._notify_makers(order_hash, trades, rfq)
         receipt = Receipt(order_hash, buy_amount, order.sell_chain_id, index, leaf_hash, confirmed_ms)
         return self._receipt_json(receipt, quote_id.lower(), sell_chain.chain_id, words)
@@ -251,9 +249,6 @@ class OrderService:
             "signer": self.quotes.operator,
             "eip712": {"domain": domain.to_json(), "primaryType": "Receipt"},
         }
-
-    async def _publish(self, trader: str, order_id: str, state: str) -> None:
-        await self.ledger.redis.publish(f"orders:{trader.lower()}", json.dumps({"orderId": order_id, "state": state}))
 
     async def restore(self) -> int:
         """Re-reserve, in the in-memory book, what open orders hold (after a restart):

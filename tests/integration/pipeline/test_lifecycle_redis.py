@@ -38,7 +38,7 @@ def _confirm(r: redis.Redis, script: Any, k: int, sell: int, buy: int, trader: s
     leg = {"index": "__INDEX__", "kind": "pull", "orderId": oid, "account": trader, "token": 0, "amount": order["sellAmount"], "minAmount": "0", "orderRef": str(k), "leafHash": "0"}
     t = trader.lower()
     keys = [f"nonce:{sell}:{t}:{k}", f"held:{sell}:{TOKEN_S}:{t}", f"invheld:{buy}:{TOKEN_B}", f"log:{sell}:next", f"log:{sell}:legs", f"order:{oid}", f"trader:{t}"]
-    status, index = script(keys=keys, args=[oid, order["sellAmount"], str(10**30), str(10**30), "2000", str(10**30), json.dumps(doc), json.dumps(leg), "1"])
+    status, index = script(keys=keys, args=[oid, order["sellAmount"], str(10**30), str(10**30), "2000", str(10**30), json.dumps(doc), json.dumps(leg), "1", f"orders:{trader.lower()}"])
     assert status == "OK", status
     return oid, int(index)
 
