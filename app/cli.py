@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -362,6 +362,117 @@ def bench(
 
     doc = run_benchmarks(which or [], quick=quick)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+# -- settlement operator commands --------------------------------------------------------
+
+settlement_app = typer.Typer(no_args_is_help=True, help="Settlement pipeline: status of each chain, unblock a stuck one")
+app.add_typer(settlement_app, name="settlement")
+
+
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(get_settings().redis_url or "redis://127.0.0.1:6379/0", decode_responses=True, socket_timeout=10)
+
+
+def _settlement_chains(chain: int | None) -> list[int]:
+    m = _manifest()
+    if chain is not None and chain not in m.chain_ids:
+        _fail(f"unknown chain id {chain}; chains: {list(m.chain_ids)}")
+    return [chain] if chain is not None else list(m.chain_ids)
+
+
+@settlement_app.command("status")
+def settlement_status(
+    chain: Annotated[int | None, typer.Option("--chain", help="chain id (default: every chain)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+    recent: Annotated[int, typer.Option(help="last batches to show")] = 5,
+) -> None:
+    """Backlog, batch in flight, last batches, reverts, backoff, vault inventory, last reconciliation."""
+    import redis
+
+    from settlement.operator import chain_report
+    from settlement.tasks import context
+
+    r = _redis()
+    docs = []
+    try:
+        for cid in _settlement_chains(chain):
+            try:
+                ctx = context(cid)
+            except RuntimeError as e:  # no vault in the manifest: Redis side only
+                err.print(f"[yellow]chain {cid}:[/] {e}")
+                ctx = None
+            docs.append(chain_report(r, cid, ctx, recent=recent))
+    except redis.RedisError as e:
+        _fail(f"Redis at {get_settings().redis_url or 'redis://127.0.0.1:6379/0'}: {e}")
+    except OSError as e:  # the chain's RPC does not answer
+        _fail(f"chain RPC: {e}")
+    if as_json:
+        sys.stdout.write(json.dumps({"chains": docs}, indent=2) + "\n")
+        return
+    for d in docs:
+        flight = f"{d['inFlight']} ({d.get('inFlightState')})" if d["inFlight"] else "none"
+        out.print(
+            f"[bold]chain {d['chainId']}[/] log {d['logLength']} settled {d['settled']} backlog {d['backlog']} "
+            f"in flight {flight} open {d['openBatches']} confirms pending {d['pendingConfirms']}",
+            highlight=False,
+        )
+        if d.get("onChain"):
+            oc = d["onChain"]
+            out.print(f"  vault cursor {oc['cursor']} at block {oc['block']}, {oc['pending']} legs pending", highlight=False)
+            for x in oc["inventory"]:
+                short = f" [red]SHORT {x['shortfall']}[/]" if x["shortfall"] != "0" else ""
+                out.print(f"  {x['symbol']}: vault {x['balance']} payouts pending {x['needed']}{short}", highlight=False)
+        for b in d["batches"]:
+            extra = f" reason: {b['reason'][:120]}" if b.get("reason") else ""
+            out.print(
+                f"  batch {b['number']} [{b['start']},+{b['count']}) {b['state']} cap {b.get('capacity')} "
+                f"proof {b.get('proofSeconds')}s block {b.get('block')} gas {b.get('gasUsed')}{extra}",
+                highlight=False,
+            )
+        if d["reverts"]:
+            out.print(f"  reverts by range start: {d['reverts']}", highlight=False)
+        if d["backoff"]:
+            out.print(f"  [red]backing off[/]: range {d['backoff']['start']}, {d['backoff']['secondsLeft']}s left", highlight=False)
+        rec = d.get("reconcile")
+        if rec:
+            out.print(f"  reconcile: {rec.get('status')} ({rec.get('ageSeconds')}s ago)", highlight=False)
+        if d["stuck"]:
+            out.print(f"  [bold red]STUCK[/]: {d['stuck']}", highlight=False)
+
+
+@settlement_app.command("clear-backoff")
+def settlement_clear_backoff(
+    chain: ChainOpt,
+    force: Annotated[bool, typer.Option(help="clear even if the vault still looks short")] = False,
+) -> None:
+    """After fixing the cause (e.g. topping up the vault): drop the revert pause so the chain cuts again now."""
+    import redis
+
+    from settlement.operator import chain_report, clear_backoff
+    from settlement.tasks import context
+
+    _settlement_chains(chain)
+    r = _redis()
+    try:
+        if not force:
+            try:
+                ctx = context(chain)
+            except RuntimeError as e:
+                _fail(str(e))
+                return
+            short = [x for x in chain_report(r, chain, ctx)["onChain"]["inventory"] if x["shortfall"] != "0"]
+            if short:
+                names = ", ".join(f"{x['shortfall']} {x['symbol']}" for x in short)
+                _fail(f"chain {chain}: the vault is still short of {names} (base units) for the pending payouts; top it up first, or --force")
+        res = clear_backoff(r, chain)
+    except redis.RedisError as e:
+        _fail(f"Redis: {e}")
+        return
+    sys.stdout.write(json.dumps(res.to_json()) + "\n")
+
 
 
 def main() -> None:
