@@ -7,6 +7,7 @@ Every process runs in its own session (process group) and is killed at teardown.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -162,3 +163,100 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.25) -> An
 def manifest_of(net: Devnet) -> Manifest:
     assert net.manifest is not None
     return net.manifest
+
+
+# -- money checks shared by the fault and end-to-end tests ------------------------------
+
+_BALANCE_OF = "0x70a08231"  # balanceOf(address)
+
+
+def balances(net: Devnet, holders: list[str], chains: list[int] | None = None) -> dict[tuple[int, str, str], int]:
+    """(chain, token address, holder) -> on-chain balance, for every manifest asset of the
+    given chains (default all) and every holder; one JSON-RPC batch per chain."""
+    import httpx
+
+    m = manifest_of(net)
+    out: dict[tuple[int, str, str], int] = {}
+    for c in m.chains:
+        if chains is not None and c.chain_id not in chains:
+            continue
+        keys = [(c.chain_id, t.address.lower(), h.lower()) for t in c.tokens.values() for h in holders]
+        body = [
+            {"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [{"to": tok, "data": _BALANCE_OF + "0" * 24 + h[2:]}, "latest"]}
+            for i, (_, tok, h) in enumerate(keys)
+        ]
+        replies = {x["id"]: x for x in httpx.post(c.rpc_url, json=body, timeout=30).json()}
+        for i, k in enumerate(keys):
+            out[k] = int(replies[i]["result"], 16)
+    return out
+
+
+def ledger_orders(r: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Every order document in the ledger, by id."""
+    keys = [k for k in r.scan_iter(match="order:0x*", count=500)]
+    return {json.loads(v)["id"]: json.loads(v) for v in r.mget(keys) if v} if keys else {}
+
+
+def expected_deltas(orders: list[dict[str, Any]]) -> dict[tuple[int, str, str], int]:
+    """What the orders' receipts say must have moved: a finalized (or settled) order took
+    its sell amount from the trader on the sell chain and paid its buy amount to the
+    recipient on the buy chain; a failed or refunded one moved nothing in the end."""
+    d: dict[tuple[int, str, str], int] = {}
+    for doc in orders:
+        o = doc["order"]
+        if doc["state"] not in ("finalized", "settled"):
+            continue
+        k_sell = (int(o["sellChainId"]), o["sellToken"].lower(), o["trader"].lower())
+        k_buy = (int(o["buyChainId"]), o["buyToken"].lower(), o["recipient"].lower())
+        d[k_sell] = d.get(k_sell, 0) - int(o["sellAmount"])
+        d[k_buy] = d.get(k_buy, 0) + int(doc["buyAmount"])
+    return d
+
+
+def assert_balances_moved(before: dict[tuple[int, str, str], int], after: dict[tuple[int, str, str], int], orders: list[dict[str, Any]]) -> None:
+    """Every tracked balance changed by exactly what the receipts say (to the wei): nothing
+    paid twice, nothing lost, nobody else's funds touched."""
+    exp = expected_deltas(orders)
+    missing = set(exp) - set(before)
+    assert not missing, f"balances not tracked: {sorted(missing)[:5]}"
+    wrong = {k: (after[k] - before[k], exp.get(k, 0)) for k in before if after[k] - before[k] != exp.get(k, 0)}
+    assert not wrong, f"{len(wrong)} balance(s) moved otherwise than the receipts say (actual, expected): {dict(list(wrong.items())[:8])}"
+
+
+def wait_reconciled(r: redis.Redis, chains: list[int], timeout: float = 90) -> dict[int, dict[str, Any]]:
+    """Wait for a fresh, clean reconciliation of each chain with every log leg applied:
+    the vault holds, per token and to the wei, its baseline plus pulls minus payouts."""
+    since = time.time()
+    reps: dict[int, dict[str, Any]] = {}
+
+    def clean() -> bool:
+        for c in chains:
+            rep = json.loads(r.get(f"stl:{c}:recon") or "{}")
+            if rep.get("status") == "mismatch":
+                raise AssertionError(f"chain {c} does not reconcile: {rep}")
+            log_next = int(r.get(f"log:{c}:next") or 0)
+            if not (rep.get("status") == "ok" and rep.get("at", 0) > since and rep.get("applied") == rep.get("cursor") == log_next):
+                return False
+            reps[c] = rep
+        return True
+
+    wait_for(clean, timeout, f"a clean reconciliation of chains {chains}", interval=1.0)
+    return reps
+
+
+def impersonated_transfer(rpc_url: str, token: str, sender: str, to: str, amount: int) -> None:
+    """Move `amount` of `token` out of any account (a contract too) through Anvil's
+    impersonation: the test's way to drain or top up a vault."""
+    from web3 import Web3
+
+    from scripts.devnet.anvil import rpc_call
+
+    rpc_call(rpc_url, "anvil_setBalance", [sender, hex(10**18)])
+    rpc_call(rpc_url, "anvil_impersonateAccount", [sender])
+    try:
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        data = Web3.keccak(text="transfer(address,uint256)")[:4] + bytes(12) + bytes.fromhex(to[2:]) + amount.to_bytes(32, "big")
+        h = w3.eth.send_transaction({"from": Web3.to_checksum_address(sender), "to": Web3.to_checksum_address(token), "data": data, "gas": 200_000})
+        assert w3.eth.wait_for_transaction_receipt(h, timeout=60)["status"] == 1
+    finally:
+        rpc_call(rpc_url, "anvil_stopImpersonatingAccount", [sender])
