@@ -96,6 +96,11 @@ class ChainInfo:
     inventory: str  # the operator's inventory holder (account now, the vault once deployed)
     contracts: dict[str, str] = field(default_factory=dict)  # settlement, verifier, ...
     deploy_block: int = 0
+    # Fast settlement tier for pulls on this chain (settlement/tier.py), USD with 6
+    # decimals: the largest payout fronted before its pull settles (0: none), and the most
+    # outstanding at once.
+    fast_tier_usd6: int = 0
+    fast_exposure_usd6: int = 0
 
     def token_by_address(self, address: str) -> TokenInfo | None:
         low = address.lower()
@@ -117,6 +122,7 @@ class ChainInfo:
             "inventory": self.inventory,
             "contracts": dict(self.contracts),
             "deployBlock": self.deploy_block,
+            "fastTier": {"maxValueUsd6": str(self.fast_tier_usd6), "exposureCapUsd6": str(self.fast_exposure_usd6)},
         }
 
     @classmethod
@@ -136,6 +142,8 @@ class ChainInfo:
             inventory=d["inventory"],
             contracts=dict(d.get("contracts", {})),
             deploy_block=int(d.get("deployBlock", 0)),
+            fast_tier_usd6=int(d.get("fastTier", {}).get("maxValueUsd6", 0)),
+            fast_exposure_usd6=int(d.get("fastTier", {}).get("exposureCapUsd6", 0)),
         )
 
 
@@ -148,6 +156,7 @@ class Manifest:
     traders: tuple[Account, ...]
     makers: tuple[Account, ...]
     created_at: float = 0.0
+    prices: dict[str, int] = field(default_factory=dict)  # symbol -> reference USD price, 6 decimals
 
     def chain(self, chain_id: int) -> ChainInfo:
         for c in self.chains:
@@ -164,7 +173,10 @@ class Manifest:
             "version": 1,
             "createdAt": self.created_at,
             "chains": [c.to_json() for c in self.chains],
-            "assets": [{"symbol": s, "name": n} for s, n in self.assets.items()],
+            "assets": [
+                {"symbol": s, "name": n, **({"usd6": str(self.prices[s])} if s in self.prices else {})}
+                for s, n in self.assets.items()
+            ],
             "accounts": {
                 "deployer": self.deployer.to_json(),
                 "operator": self.operator.to_json(),
@@ -185,6 +197,7 @@ class Manifest:
                 traders=tuple(Account.from_json(a) for a in acc["traders"]),
                 makers=tuple(Account.from_json(a) for a in acc["makers"]),
                 created_at=float(d.get("createdAt", 0.0)),
+                prices={a["symbol"]: int(a["usd6"]) for a in d["assets"] if "usd6" in a},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ManifestError(f"malformed manifest: {e!r}") from None

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     rate_limit_burst: float = 10000.0
     max_body_bytes: int = 64 * 1024
     settlement_batch_size: int = 32
+    fast_tier_enabled: bool = True  # off: every payout waits for its pull (limits: the manifest's fastTier)
     gas_price_gwei: float = 1.0
     # Market makers (WebSocket /v1/ws/mm; docs/market-makers.md)
     maker_allowlist: str | None = None  # comma-separated addresses; default: the manifest's makers

@@ -40,6 +40,10 @@ class ChainSpec:
     price_skew_bps: int = 0
     depth_scale: float = 1.0
     port: int = 0  # 0: choose a free port at start
+    # Fast settlement tier for pulls on this chain (settlement/tier.py), in USD: the
+    # largest payout fronted before its pull settles (0: none), and the most outstanding.
+    fast_tier_usd: float = 0.0
+    fast_exposure_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,7 @@ class AssetSpec:
     symbol: str
     name: str
     decimals: int
-    usd: float  # reference price, only used to size devnet liquidity and funding
+    usd: float  # reference price: sizes devnet liquidity and funding, values fast-tier payouts
 
     def units(self, usd_value: float) -> int:
         """Base units worth `usd_value` dollars."""
@@ -129,6 +133,10 @@ def load_config(path: Path | str | None = None, chains: int | None = None, base_
         depth = int(_require(t, "finality_depth", int, where))
         if bt <= 0 or depth < 1:
             raise ConfigError(f"{where}: block_time must be > 0 and finality_depth ≥ 1")
+        fast_usd = float(t.get("fast_tier_usd", dev.get("fast_tier_usd", 0.0)))
+        fast_exposure = float(t.get("fast_exposure_usd", dev.get("fast_exposure_usd", 0.0)))
+        if fast_usd < 0 or fast_exposure < fast_usd:
+            raise ConfigError(f"{where}: need 0 ≤ fast_tier_usd ≤ fast_exposure_usd")
         name = str(t.get("name", f"chain-{cid}"))
         if k >= len(templates):
             name = f"{name}-{k // len(templates)}"
@@ -141,6 +149,8 @@ def load_config(path: Path | str | None = None, chains: int | None = None, base_
                 price_skew_bps=int(t.get("price_skew_bps", 0)),
                 depth_scale=float(t.get("depth_scale", 1.0)),
                 port=(port0 + k) if port0 else 0,
+                fast_tier_usd=fast_usd,
+                fast_exposure_usd=fast_exposure,
             )
         )
 

@@ -29,6 +29,7 @@ from scripts.devnet.deploy import deploy_chain
 from scripts.devnet.deploy_settlement import deploy_settlement
 from scripts.devnet.ports import free_port, port_in_use
 from scripts.devnet.producer import BlockProducer, ChainClock, read_control, write_control
+from settlement.tier import usd6
 
 __all__ = ["Devnet", "DevnetError", "DevnetState", "stop_detached"]
 
@@ -162,6 +163,8 @@ class Devnet:
                     pools=dep.pools,
                     inventory=accounts["operator"][0].address,
                     deploy_block=dep.block,
+                    fast_tier_usd6=usd6(spec.fast_tier_usd),
+                    fast_exposure_usd6=usd6(spec.fast_exposure_usd),
                 )
                 # The vault (verifiers + Settlement) takes over the operator's inventory.
                 vault = deploy_settlement(
@@ -179,6 +182,7 @@ class Devnet:
                 traders=tuple(accounts["traders"]),
                 makers=tuple(accounts["makers"]),
                 created_at=time.time(),
+                prices={a.symbol: usd6(a.usd) for a in self.cfg.assets},
             )
             self.manifest.save(self.manifest_path)
             progress("starting block production")
