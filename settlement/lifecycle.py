@@ -18,6 +18,15 @@ against the API's confirm script). On its payout mined: release `invheld:*`, sub
 from the expected balance. On a failed pull: release both holds, fail the order with the
 reason. When both legs are final: `finalized`, and the pull's ref is queued so the sell
 chain's vault closes it (`confirms` of the next settle there).
+
+Fast tier (settlement/tier.py): `enqueue_fast_payouts`, called by the sell chain's tick,
+decides each new order's tier and appends a fast order's payout at once, so the payout
+may be mined first: `confirmed ──payout settled──▶ settled ──pull settled, both final──▶
+finalized` (or the standard sequence when the pull wins the race). A fast order whose
+pull fails has been (or will be) paid anyway: nothing was taken from the trader, the
+payout is booked as the operator's loss (`stl:{buy}:losses`, `stl:losses`, ALERT), and
+the order ends `finalized` once both legs are final, its pull leg `failed_final` and the
+loss in `operatorLoss`. Never `failed`: that state promises that nothing was paid.
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from app.domain.order import TERMINAL_STATES, Order, OrderState, payout_leg
+from settlement import rebalance
 from settlement.batching import Keys
+from settlement.tier import Tier, TierRules, exposure_key, losses_key
 from settlement.vault import (
     NO_REF,
     MakerLeg,
@@ -54,6 +65,7 @@ __all__ = [
     "apply_final",
     "apply_mined",
     "apply_reclaimed",
+    "enqueue_fast_payouts",
     "outcomes",
     "transition",
 ]
@@ -62,7 +74,8 @@ log = logging.getLogger("crossbook.lifecycle")
 
 S = OrderState
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
-    S.CONFIRMED: frozenset({S.PULL_SETTLED, S.FAILED, S.REFUNDED}),
+    # confirmed → settled: a fast-tier payout mined before its pull.
+    S.CONFIRMED: frozenset({S.PULL_SETTLED, S.SETTLED, S.FAILED, S.REFUNDED}),
     S.PULL_SETTLED: frozenset({S.SETTLED, S.REFUNDED}),
     S.SETTLED: frozenset({S.FINALIZED}),
     S.FINALIZED: frozenset(),
@@ -104,6 +117,7 @@ class LegOutcome:
     ok: bool
     reason: str = ""
     pull_ref: int | None = None
+    amount_out: int = 0  # a POOL leg's output (PoolTrade), 0 when it failed
 
 
 _FAIL_TEXT = {
@@ -124,8 +138,8 @@ def outcomes(start: int, legs: Sequence[dict[str, Any]], events: Sequence[VaultE
     failed = {e.leg_index: e for e in events if isinstance(e, PullFailed)}
     paid = {e.leg_index for e in events if isinstance(e, Paid)}
     skipped = {e.leg_index for e in events if isinstance(e, PayoutSkipped)}
-    maker_ok = {e.leg_index for e in events if isinstance(e, MakerLeg) and e.ok}
-    pool_ok = {e.leg_index for e in events if isinstance(e, PoolTrade) and e.ok}
+    maker = {e.leg_index: e.ok for e in events if isinstance(e, MakerLeg)}
+    pool = {e.leg_index: e.amount_out for e in events if isinstance(e, PoolTrade)}
     out = []
     for k, leg in enumerate(legs):
         i = start + k
@@ -138,10 +152,16 @@ def outcomes(start: int, legs: Sequence[dict[str, Any]], events: Sequence[VaultE
             if ev is None:
                 raise ValueError(f"leg {i}: no Pulled/PullFailed event for order {leg['orderId']}")
             out.append(LegOutcome(i, leg, True, pull_ref=None if ev.pull_ref == NO_REF else ev.pull_ref))
-        elif leg["kind"] in ("maker_in", "maker_out", "pool"):
-            # Not an order's own movement: reported by the vault, applied by their owners.
-            ok = i in maker_ok or i in pool_ok
-            out.append(LegOutcome(i, leg, ok, "" if ok else f"{leg['kind']} leg failed on chain"))
+        elif leg["kind"] in ("maker_in", "maker_out"):
+            # Not the order's own movement: applied by settlement/rebalance.py.
+            if i not in maker:
+                raise ValueError(f"leg {i}: no MakerLeg event")
+            out.append(LegOutcome(i, leg, maker[i], "" if maker[i] else f"{leg['kind']} leg failed on chain"))
+        elif leg["kind"] == "pool":
+            if i not in pool:
+                raise ValueError(f"leg {i}: no PoolTrade event")
+            ok = pool[i] > 0
+            out.append(LegOutcome(i, leg, ok, "" if ok else "pool trade failed on chain", amount_out=pool[i]))
         elif i in paid:
             out.append(LegOutcome(i, leg, True))
         elif i in skipped:
@@ -257,13 +277,12 @@ def apply_mined(r: Any, info: MinedInfo, outs: Sequence[LegOutcome], asset_index
     for o in outs:
         oid = o.leg.get("orderId", "")
         if o.leg["kind"] not in ("pull", "payout"):
-            log.info("chain %d leg %d (%s): %s", info.chain_id, o.index, o.leg["kind"], "ok" if o.ok else o.reason)
-            continue
+            continue  # maker and pool legs: rebalance.apply_aux_mined below
         if o.leg["kind"] == "pull":
             if o.ok:
                 _pull_settled(r, oid, o, info, asset_index, now_ms)
             else:
-                _pull_failed(r, oid, o, info, now_ms)
+                _pull_failed(r, oid, o, info, asset_index, now_ms)
         elif o.ok:
             _payout_settled(r, oid, o, info, now_ms)
         else:
@@ -277,7 +296,7 @@ def _pull_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index:
         return
     first = json.loads(raw)
     buy_chain = int(first["order"]["buyChainId"])
-    watch = [_held_key(first), Keys.expect(info.chain_id), Keys.log_next(buy_chain)]
+    watch = [_held_key(first), Keys.expect(info.chain_id), Keys.log_next(buy_chain), exposure_key(info.chain_id)]
 
     def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
         pull = _leg(doc, "pull")
@@ -286,37 +305,134 @@ def _pull_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index:
                 return None
             _mark(pull, info, pull["state"])  # the same tx, mined again after a reorg
             return []
-        if doc["state"] != S.CONFIRMED.value:
+        if not _pull_open(doc):
             return None
         _mark(pull, info, "settled")
         if o.pull_ref is not None:
             pull["pullRef"] = str(o.pull_ref)
-        _set_state(doc, S.PULL_SETTLED, now_ms=now_ms)
+        if doc["state"] == S.CONFIRMED.value:  # a fast payout mined first left it `settled`
+            _set_state(doc, S.PULL_SETTLED, now_ms=now_ms)
         _release(rd, p, _held_key(doc), int(o.leg["amount"]))
         _expect(rd, p, info.chain_id, int(o.leg["token"]), int(o.leg["amount"]))
-        # The payout now has funds behind it: it enters the buy chain's log.
-        order = _order_of(doc)
-        leg = payout_leg(order, asset_index[doc["buySymbol"]], bytes.fromhex(oid[2:]), int(doc["buyAmount"]))
-        index = int(rd.get(Keys.log_next(buy_chain)) or 0)
-        entry = {
-            "index": index, "kind": "payout", "orderId": oid, "account": order.recipient,
-            "token": leg.token, "amount": str(leg.amount), "minAmount": str(leg.min_amount),
-            "orderRef": str(leg.order_ref), "leafHash": str(poseidon(list(leaf(leg)))), "at": now_ms,
-        }
-        p.hset(Keys.log_legs(buy_chain), str(index), json.dumps(entry, separators=(",", ":")))
-        p.set(Keys.log_next(buy_chain), str(index + 1))
-        payout = _leg(doc, "payout")
-        payout.update(logIndex=index, state="pending", leafHash=entry["leafHash"])
+        if _payout_in_log(doc):
+            _release_exposure(rd, p, doc)  # fast tier: the payout went in at confirmation
+        else:
+            # The payout now has funds behind it: it enters the buy chain's log.
+            doc.setdefault("tier", Tier.STANDARD.value)
+            _append_payout(rd, p, doc, oid, asset_index, now_ms)
         return []
 
     _update(r, oid, step, watch)
 
 
-def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: int) -> None:
+def _payout_in_log(doc: dict[str, Any]) -> bool:
+    return _leg(doc, "payout").get("logIndex") is not None
+
+
+def _pull_open(doc: dict[str, Any]) -> bool:
+    """The pull's outcome is still to apply: a confirmed order, or a fast one whose payout
+    was mined first (`settled`, pull still pending)."""
+    if doc["state"] == S.CONFIRMED.value:
+        return True
+    return doc["state"] == S.SETTLED.value and _payout_in_log(doc) and _leg(doc, "pull").get("state") == "pending"
+
+
+def _append_payout(rd: _Reader, p: Any, doc: dict[str, Any], oid: str, asset_index: dict[str, int], now_ms: int) -> int:
+    """Queue the order's PAYOUT leg at the buy chain's next log index (the caller watches
+    `log:{buy}:next`, so indices stay gapless against the API's confirm script)."""
+    order = _order_of(doc)
+    buy_chain = order.buy_chain_id
+    leg = payout_leg(order, asset_index[doc["buySymbol"]], bytes.fromhex(oid[2:]), int(doc["buyAmount"]))
+    index = int(rd.get(Keys.log_next(buy_chain)) or 0)
+    entry = {
+        "index": index, "kind": "payout", "orderId": oid, "account": order.recipient,
+        "token": leg.token, "amount": str(leg.amount), "minAmount": str(leg.min_amount),
+        "orderRef": str(leg.order_ref), "leafHash": str(poseidon(list(leaf(leg)))), "at": now_ms,
+    }
+    p.hset(Keys.log_legs(buy_chain), str(index), json.dumps(entry, separators=(",", ":")))
+    p.set(Keys.log_next(buy_chain), str(index + 1))
+    _leg(doc, "payout").update(logIndex=index, state="pending", leafHash=entry["leafHash"])
+    return index
+
+
+def _release_exposure(rd: _Reader, p: Any, doc: dict[str, Any]) -> None:
+    """The fast payout's pull has an outcome: it no longer counts against the cap."""
+    if not doc.get("exposureOpen"):
+        return
+    _release(rd, p, exposure_key(int(doc["order"]["sellChainId"])), int(doc["tierValueUsd6"]))
+    doc["exposureOpen"] = False
+
+
+# Orders looked at per tick at most (the rest on the next tick; a pull settled before its
+# tier was decided takes the standard path, which is always correct).
+FAST_SCAN_LIMIT = 512
+
+
+def enqueue_fast_payouts(r: Any, chain_id: int, rules: TierRules, asset_index: dict[str, int]) -> int:
+    """Decide the tier of every order whose pull entered `chain_id`'s log since the last
+    call (the sell chain's tick calls this), and append the fast ones' payouts to their
+    buy chains' logs at once. Idempotent: an order's `tier` is written once, in the same
+    transaction as its payout and the exposure. Returns how many went fast."""
+    if chain_id not in rules.limits:
+        return 0  # no fast tier for pulls here: every order is standard (set when its pull settles)
+    scan = f"stl:{chain_id}:tierscan"
+    applied = int(r.get(f"stl:{chain_id}:applied") or 0)  # legs below are mined: too late
+    start = max(int(r.get(scan) or 0), applied)
+    end = min(int(r.get(Keys.log_next(chain_id)) or 0), start + FAST_SCAN_LIMIT)
+    if end <= start:
+        return 0
+    now_ms = int(time.time() * 1000)
+    fast = 0
+    for i, raw in zip(range(start, end), r.hmget(Keys.log_legs(chain_id), [str(i) for i in range(start, end)]), strict=True):
+        if raw is None:  # cannot happen (the confirm script writes index and leg together)
+            end = i
+            break
+        leg = json.loads(raw)
+        if leg["kind"] != "pull":
+            continue
+        try:
+            fast += _decide_tier(r, leg["orderId"], rules, asset_index, now_ms) is Tier.FAST
+        except (KeyError, ValueError, TypeError):
+            # Never block the tick: an order the rules cannot read settles standard.
+            log.exception("order %s: fast-tier decision failed; it settles standard", leg["orderId"])
+    r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, scan, str(end))
+    return fast
+
+
+def _decide_tier(r: Any, oid: str, rules: TierRules, asset_index: dict[str, int], now_ms: int) -> Tier | None:
+    raw = r.get(Keys.order(oid))
+    if raw is None:
+        return None
+    first = json.loads(raw)
+    sell, buy = int(first["order"]["sellChainId"]), int(first["order"]["buyChainId"])
+    decided: list[Tier] = []
+
+    def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
+        if doc.get("tier") is not None or doc["state"] != S.CONFIRMED.value or _payout_in_log(doc):
+            return None  # decided already, or the pull's outcome came first (standard)
+        if _leg(doc, "pull").get("state") != "pending":
+            return None
+        exposure = _big(rd.get(exposure_key(sell)))
+        d = rules.decide_order(doc, exposure)
+        doc.update(tier=d.tier.value, tierReason=d.reason)
+        if d.tier is Tier.FAST:
+            doc.update(tierValueUsd6=str(d.value), exposureOpen=True)
+            p.set(exposure_key(sell), str(exposure + d.value))
+            _append_payout(rd, p, doc, oid, asset_index, now_ms)
+        decided.append(d.tier)
+        return []
+
+    _update(r, oid, step, [exposure_key(sell), Keys.log_next(buy)])
+    return decided[-1] if decided else None
+
+
+def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: dict[str, int], now_ms: int) -> None:
     raw = r.get(Keys.order(oid))
     if raw is None:
         return
     first = json.loads(raw)
+    buy = int(first["order"]["buyChainId"])
+    lost: list[dict[str, Any]] = []
 
     def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
         pull = _leg(doc, "pull")
@@ -325,17 +441,38 @@ def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: int) 
                 return None
             _mark(pull, info, pull["state"])
             return []
-        if doc["state"] != S.CONFIRMED.value:
+        if not _pull_open(doc):
             return None
         _mark(pull, info, "failed")
         pull["reason"] = o.reason
-        _leg(doc, "payout").update(state="cancelled")
-        _set_state(doc, S.FAILED, reason=f"pull failed on chain {info.chain_id}: {o.reason}; nothing was taken", now_ms=now_ms)
         _release(rd, p, _held_key(doc), int(doc["order"]["sellAmount"]))
-        _release(rd, p, _invheld_key(doc), int(doc["buyAmount"]))
+        if not _payout_in_log(doc):
+            doc.setdefault("tier", Tier.STANDARD.value)
+            _leg(doc, "payout").update(state="cancelled")
+            _set_state(doc, S.FAILED, reason=f"pull failed on chain {info.chain_id}: {o.reason}; nothing was taken", now_ms=now_ms)
+            _release(rd, p, _invheld_key(doc), int(doc["buyAmount"]))
+            return []
+        # Fast tier: the payout is in the buy chain's committed log (or paid already) and
+        # will be paid; its inventory hold goes when it settles, as any payout's.
+        _release_exposure(rd, p, doc)
+        token, amount = asset_index[doc["buySymbol"]], int(doc["buyAmount"])
+        loss = {"orderId": oid, "chainId": buy, "token": token, "symbol": doc["buySymbol"], "amount": str(amount),
+                "valueUsd6": doc.get("tierValueUsd6", "0"), "sellChainId": info.chain_id, "pullTx": info.tx_hash,
+                "reason": o.reason, "at": now_ms}
+        p.hset(losses_key(buy), str(token), str(_big(rd.hget(losses_key(buy), str(token))) + amount))
+        p.rpush("stl:losses", json.dumps(loss, separators=(",", ":")))
+        doc["operatorLoss"] = loss
+        doc["reason"] = (
+            f"pull failed on chain {info.chain_id}: {o.reason}; nothing was taken. The fast-tier payout of {amount} "
+            f"{doc['buySymbol']} base units on chain {buy} is paid anyway, as the operator's loss"
+        )
+        lost.append(loss)
         return []
 
-    _update(r, oid, step, [_held_key(first), _invheld_key(first)])
+    _update(r, oid, step, [_held_key(first), _invheld_key(first), exposure_key(info.chain_id), losses_key(buy)])
+    for loss in lost[-1:]:
+        log.error("ALERT order %s: pull failed on chain %d (%s) after its fast-tier payout was enqueued: operator loss %s %s on chain %d",
+                  oid, info.chain_id, o.reason, loss["amount"], loss["symbol"], buy)
 
 
 def _payout_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: int) -> None:
@@ -355,10 +492,10 @@ def _payout_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, now_ms: in
             # Paid after the trader reclaimed: the vault paid twice. Book it and say so.
             log.error("ALERT order %s: payout settled after a refund (operator loss)", oid)
             doc["alert"] = f"payout settled on chain {info.chain_id} after the refund"
-        elif doc["state"] != S.PULL_SETTLED.value:
-            return None
+        elif doc["state"] == S.PULL_SETTLED.value or (doc["state"] == S.CONFIRMED.value and doc.get("tier") == Tier.FAST.value):
+            _set_state(doc, S.SETTLED, now_ms=now_ms)  # a fast payout may come first
         else:
-            _set_state(doc, S.SETTLED, now_ms=now_ms)
+            return None
         _mark(payout, info, "settled")
         _release(rd, p, _invheld_key(doc), int(doc["buyAmount"]))
         _expect(rd, p, info.chain_id, int(o.leg["token"]), -int(o.leg["amount"]))
@@ -386,7 +523,9 @@ def apply_final(r: Any, chain_id: int, batch: int, legs: Sequence[dict[str, Any]
             leg["finalAt"] = now_ms
             leg["finalBlock"] = final_block
             pull, payout = _leg(doc, "pull"), _leg(doc, "payout")
-            if pull.get("state") == "final" and payout.get("state") == "final" and doc["state"] == S.SETTLED.value:
+            # A fast order whose pull failed ends here too: paid, nothing taken, loss booked.
+            pull_done = pull.get("state") == "final" or (pull.get("state") == "failed_final" and "operatorLoss" in doc)
+            if pull_done and payout.get("state") == "final" and doc["state"] == S.SETTLED.value:
                 _set_state(doc, S.FINALIZED, now_ms=now_ms)
                 doc["trustWindowMs"] = now_ms - int(doc["confirmedAt"])
                 if pull.get("pullRef") is not None:

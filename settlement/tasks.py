@@ -29,7 +29,7 @@ from celery.signals import celeryd_after_setup
 
 from app.manifest import Manifest
 from app.settings import get_settings
-from settlement import prover_service
+from settlement import lifecycle, prover_service
 from settlement import reconcile as reconcile_service
 from settlement.batching import BatchState, Keys, cut_batch, load_batch, save_batch
 from settlement.netting import flows_from_routes, net_flows
@@ -44,6 +44,7 @@ from settlement.submitter import (
     send_confirms,
     submit_batch,
 )
+from settlement.tier import load_rules
 from settlement.window import policy_for
 
 __all__ = ["context", "prove", "reconcile", "redis_client", "submit", "tick"]
@@ -139,6 +140,8 @@ def tick(chain_id: int) -> str:
 
 def _tick(r: Any, chain_id: int) -> str:
     ctx = context(chain_id)
+    # Fast tier: small cross-chain payouts enter their buy chain's log now, not after the pull.
+    lifecycle.enqueue_fast_payouts(r, chain_id, load_rules(_manifest_path(), enabled=get_settings().fast_tier_enabled), ctx.asset_index)
     follow_open(r, ctx)
     reconcile_service.ensure_baseline(r, ctx)
     head = ctx.port.head()

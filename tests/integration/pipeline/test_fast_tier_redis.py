@@ -1,0 +1,172 @@
+"""The fast tier's lifecycle on a real Redis, orders confirmed by the API's own Lua script:
+payout enqueued at the sell chain's tick (once), payout before pull, the exposure cap, a
+failed pull booked as the operator's loss."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from app.services.ledger import CONFIRM_LUA
+from settlement import lifecycle
+from settlement.tier import FastTierLimits, TierRules, exposure_key, losses_key, usd6
+from settlement.vault import Paid, Pulled, PullFailed, PullFailure
+
+SELL, BUY = 1, 2
+TOKEN_S, TOKEN_B = "0x" + "aa" * 20, "0x" + "bb" * 20
+ASSETS = {"WETH": 0, "USDC": 1}
+# USDC on BUY has 6 decimals: 90 USDC = 90 usd6-dollars. Cap 100 per order, 250 outstanding.
+RULES = TierRules({"USDC": usd6(1), "WETH": usd6(3000)}, {SELL: FastTierLimits(usd6(100), usd6(250))},
+                  {(BUY, "USDC"): 6, (SELL, "USDC"): 6, (SELL, "WETH"): 18, (BUY, "WETH"): 18})
+TRADER = "0x" + "11" * 20
+
+
+def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY) -> tuple[str, int]:
+    oid = "0x" + k.to_bytes(32, "big").hex()
+    order = {
+        "trader": TRADER, "sellChainId": SELL, "sellToken": TOKEN_S, "sellAmount": str(10**16 + k),
+        "buyChainId": buy, "buyToken": TOKEN_B, "minBuyAmount": str(buy_amount - 10), "recipient": TRADER,
+        "nonce": str(k), "deadline": 2**40, "quoteId": "0x" + "cd" * 32,
+    }
+    doc = {
+        "id": oid, "orderHash": oid, "state": "confirmed", "reason": "", "order": order, "signature": "0x",
+        "sellSymbol": "WETH", "buySymbol": "USDC", "buyAmount": str(buy_amount), "confirmedAt": 1, "route": [],
+        "legs": [
+            {"kind": "pull", "chainId": SELL, "logIndex": "__INDEX__", "leafHash": "0", "state": "pending"},
+            {"kind": "payout", "chainId": buy, "logIndex": None, "amount": str(buy_amount), "state": "waiting_for_pull"},
+        ],
+        "history": [{"state": "confirmed", "at": 1}],
+        "rfq": None,
+    }
+    leg = {"index": "__INDEX__", "kind": "pull", "orderId": oid, "account": TRADER, "token": 0,
+           "amount": order["sellAmount"], "minAmount": "0", "orderRef": str(k), "leafHash": "0"}
+    t = TRADER.lower()
+    keys = [f"nonce:{SELL}:{t}:{k}", f"held:{SELL}:{TOKEN_S}:{t}", f"invheld:{buy}:{TOKEN_B}", f"log:{SELL}:next",
+            f"log:{SELL}:legs", f"order:{oid}", f"trader:{t}"]
+    script = r.register_script(CONFIRM_LUA)
+    status, index = script(keys=keys, args=[oid, str(order["sellAmount"]), str(10**30), str(10**30), str(buy_amount),
+                                            str(10**30), json.dumps(doc), json.dumps(leg), "1", f"orders:{t}"])
+    assert status == "OK", status
+    return oid, int(index)
+
+
+def _doc(r: redis.Redis, oid: str) -> dict[str, Any]:
+    return json.loads(r.get(f"order:{oid}"))  # type: ignore[arg-type]
+
+
+def _log(r: redis.Redis, chain: int) -> dict[int, dict[str, Any]]:
+    return {int(k): json.loads(v) for k, v in r.hgetall(f"log:{chain}:legs").items()}
+
+
+def _pull_outcome(r: redis.Redis, oid: str, index: int, *, ok: bool, batch: int, tx: str) -> None:
+    leg = _log(r, SELL)[index]
+    ev: Any = Pulled(bytes.fromhex(oid[2:]), index << 8) if ok else PullFailed(bytes.fromhex(oid[2:]), index, PullFailure.TRANSFER_FAILED)
+    outs = lifecycle.outcomes(index, [leg], [ev])
+    lifecycle.apply_mined(r, lifecycle.MinedInfo(SELL, batch, tx, 100 + batch, f"0xh{batch}"), outs, ASSETS)
+
+
+def _payout_outcome(r: redis.Redis, oid: str, *, batch: int, tx: str) -> dict[str, Any]:
+    i = _doc(r, oid)["legs"][1]["logIndex"]
+    leg = _log(r, BUY)[i]
+    outs = lifecycle.outcomes(i, [leg], [Paid(i)])
+    lifecycle.apply_mined(r, lifecycle.MinedInfo(BUY, batch, tx, 200 + batch, f"0xb{batch}"), outs, ASSETS)
+    return leg
+
+
+def test_payout_first_then_pull_finalizes_once_and_closes_the_pull(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    oid, pull_index = _confirm(r, 1, 90_000_000)
+    # The buy chain's log has other legs already: the payout takes the next index.
+    r.set(f"log:{BUY}:next", "7")
+    r.hset(f"log:{BUY}:legs", mapping={str(i): json.dumps({"index": i, "kind": "pull"}) for i in range(7)})
+    assert lifecycle.enqueue_fast_payouts(r, SELL, RULES, ASSETS) == 1
+    assert lifecycle.enqueue_fast_payouts(r, SELL, RULES, ASSETS) == 0  # once
+    doc = _doc(r, oid)
+    assert doc["tier"] == "fast" and doc["state"] == "confirmed" and doc["tierValueUsd6"] == str(90_000_000)
+    assert doc["legs"][1]["logIndex"] == 7 and doc["legs"][1]["state"] == "pending"
+    assert int(r.get(f"log:{BUY}:next") or 0) == 8 and _log(r, BUY)[7]["orderId"] == oid
+    assert int(r.get(exposure_key(SELL)) or 0) == 90_000_000
+    # The buy chain settles first: paid before the pull.
+    payout = _payout_outcome(r, oid, batch=1, tx="0xp1")
+    doc = _doc(r, oid)
+    assert doc["state"] == "settled" and doc["legs"][0]["state"] == "pending"
+    assert int(r.get(f"invheld:{BUY}:{TOKEN_B}") or 0) == 0
+    assert int(r.hget(f"stl:{BUY}:expect", "1") or 0) == -90_000_000
+    # Then the pull: the order stays settled, no second payout, exposure released.
+    _pull_outcome(r, oid, pull_index, ok=True, batch=1, tx="0xa1")
+    _pull_outcome(r, oid, pull_index, ok=True, batch=1, tx="0xa1")  # a replay
+    doc = _doc(r, oid)
+    assert doc["state"] == "settled" and doc["legs"][0]["state"] == "settled"
+    assert int(r.get(f"log:{BUY}:next") or 0) == 8
+    assert int(r.get(exposure_key(SELL)) or 0) == 0 and doc["exposureOpen"] is False
+    assert int(r.get(f"held:{SELL}:{TOKEN_S}:{TRADER}") or 0) == 0
+    assert int(r.hget(f"stl:{SELL}:expect", "0") or 0) == 10**16 + 1
+    # Both final (payout's batch first): finalized, the pull queued for confirmPayouts.
+    lifecycle.apply_final(r, BUY, 1, [payout], 300)
+    assert _doc(r, oid)["state"] == "settled"
+    lifecycle.apply_final(r, SELL, 1, [_log(r, SELL)[pull_index]], 300)
+    doc = _doc(r, oid)
+    assert [h["state"] for h in doc["history"]] == ["confirmed", "settled", "finalized"]
+    assert r.smembers(f"stl:{SELL}:confirms") == {str(pull_index << 8)}
+
+
+def test_exposure_cap_sends_the_overflow_standard_and_standard_pays_once(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    small = [_confirm(r, k, 90_000_000) for k in (1, 2, 3)]  # 90 + 90 fit under 250, the third does not
+    large = _confirm(r, 4, 100_000_001)  # above the per-order cap
+    same_chain = _confirm(r, 5, 1_000_000, buy=SELL)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, RULES, ASSETS) == 2
+    tiers = [_doc(r, oid)["tier"] for oid, _ in [*small, large, same_chain]]
+    assert tiers == ["fast", "fast", "standard", "standard", "standard"]
+    assert "exceed" in _doc(r, small[2][0])["tierReason"] and "above" in _doc(r, large[0])["tierReason"]
+    assert int(r.get(exposure_key(SELL)) or 0) == 180_000_000 <= usd6(250)
+    assert int(r.get(f"log:{BUY}:next") or 0) == 2
+    # A fast pull settles: its exposure is free again for the next order.
+    _pull_outcome(r, small[0][0], small[0][1], ok=True, batch=1, tx="0xa1")
+    assert int(r.get(exposure_key(SELL)) or 0) == 90_000_000
+    later = _confirm(r, 6, 90_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, RULES, ASSETS) == 1 and _doc(r, later[0])["tier"] == "fast"
+    # Standard orders get their payout when the pull settles, exactly once.
+    for oid, i in (small[2], large):
+        _pull_outcome(r, oid, i, ok=True, batch=2, tx="0xa2")
+        _pull_outcome(r, oid, i, ok=True, batch=2, tx="0xa2")
+        assert _doc(r, oid)["state"] == "pull_settled"
+    payouts = [e["orderId"] for e in _log(r, BUY).values() if e["kind"] == "payout"]
+    assert sorted(payouts) == sorted([small[0][0], small[1][0], later[0], small[2][0], large[0]])
+    assert sorted(_log(r, BUY)) == list(range(int(r.get(f"log:{BUY}:next") or 0)))  # gapless
+
+
+def test_failed_pull_after_fast_payout_is_booked_as_operator_loss(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    (a, ia), (b, ib) = _confirm(r, 1, 90_000_000), _confirm(r, 2, 80_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, RULES, ASSETS) == 2
+    # a: the pull fails before the payout is mined; b: after.
+    _pull_outcome(r, a, ia, ok=False, batch=1, tx="0xa1")
+    pay_b = _payout_outcome(r, b, batch=1, tx="0xp1")
+    _pull_outcome(r, b, ib, ok=False, batch=2, tx="0xa2")
+    _pull_outcome(r, b, ib, ok=False, batch=2, tx="0xa2")  # a replay books nothing twice
+    da = _doc(r, a)
+    assert da["state"] == "confirmed" and da["legs"][0]["state"] == "failed" and da["legs"][1]["state"] == "pending"
+    assert "operator's loss" in da["reason"] and da["operatorLoss"]["amount"] == "90000000"
+    assert int(r.get(f"invheld:{BUY}:{TOKEN_B}") or 0) == 90_000_000  # a's payout still to come
+    pay_a = _payout_outcome(r, a, batch=2, tx="0xp2")
+    assert int(r.get(f"held:{SELL}:{TOKEN_S}:{TRADER}") or 0) == 0
+    assert int(r.get(f"invheld:{BUY}:{TOKEN_B}") or 0) == 0
+    assert int(r.get(exposure_key(SELL)) or 0) == 0
+    assert int(r.hget(losses_key(BUY), "1") or 0) == 170_000_000
+    assert [json.loads(x)["orderId"] for x in r.lrange("stl:losses", 0, -1)] == [a, b]
+    # The ledger expects exactly what moved: payouts left BUY's vault, nothing entered SELL's.
+    assert int(r.hget(f"stl:{BUY}:expect", "1") or 0) == -170_000_000
+    assert int(r.hget(f"stl:{SELL}:expect", "0") or 0) == 0
+    lifecycle.apply_final(r, BUY, 1, [pay_b], 300)
+    lifecycle.apply_final(r, BUY, 2, [pay_a], 300)
+    assert {_doc(r, x)["state"] for x in (a, b)} == {"settled"}  # pulls' batches not final yet
+    lifecycle.apply_final(r, SELL, 1, [_log(r, SELL)[ia]], 300)
+    lifecycle.apply_final(r, SELL, 2, [_log(r, SELL)[ib]], 300)
+    for x in (a, b):
+        d = _doc(r, x)
+        assert d["state"] == "finalized" and d["legs"][0]["state"] == "failed_final" and d["legs"][1]["state"] == "final"
+        assert [h["state"] for h in d["history"]] == ["confirmed", "settled", "finalized"]
+    assert r.scard(f"stl:{SELL}:confirms") == 0  # nothing pulled, nothing to close
