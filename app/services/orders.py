@@ -260,13 +260,14 @@ class OrderService:
             buy_chain = doc["legs"][1]["chainId"]
             holds = [Hold(ChainId(buy_chain), AssetSymbol(doc["buySymbol"]), int(doc["buyAmount"]))]
             try:
-                self.books.reserve(doc["id"], trades, holds, now=True)
+                self.books.reserve(doc["id"], trades, holds)
             except (InsufficientInventory, KeyError) as e:
                 # The chain moved under a reservation while we were down: keep the order
                 # (it is confirmed and settles from the vault), only the view is partial.
                 log.warning("could not restore a reservation", extra={"orderId": doc["id"], "error": str(e)})
-                self.books.reserve(doc["id"], [], [], now=True)
+                self.books.reserve(doc["id"], [], [])
             n += 1
+        self.books.flush()  # one book version for all of them
         return n
 
     # -- status --------------------------------------------------------------------------
@@ -310,6 +311,8 @@ class OrderService:
             "sellSymbol": doc["sellSymbol"],
             "buySymbol": doc["buySymbol"],
             "buyAmount": doc["buyAmount"],
+            # fast | standard (settlement/tier.py); null until the settle worker decides (≤ 1 tick)
+            "settlementTier": doc.get("tier"),
             "legs": legs,
             "history": doc["history"],
             "receipt": {**receipt.values(), "signature": sign_digest(self.operator_key, receipt.digest(domain))},

@@ -28,6 +28,8 @@ from app.domain.router import (
 )
 from app.domain.types import Asset, ChainId
 from app.manifest import ChainInfo, Manifest
+from app.settings import get_settings
+from settlement.tier import Tier, TierRules, order_eta
 from settlement.window import WindowPolicy, policy_for
 
 __all__ = ["IssuedQuote", "QuoteRequest", "QuoteService", "QuoteStore", "parse_amount"]
@@ -105,6 +107,7 @@ class IssuedQuote:
     eta: dict[int, WindowPolicy]
     extra: dict[str, Any] = field(default_factory=dict)
     rfq: Any = None  # the winning maker's firm quote (a MakerQuote), when it beat the book
+    tiers: TierRules | None = None  # the fast settlement tier's limits (None: standard only)
 
     def to_json(self) -> dict[str, Any]:
         t = self.terms
@@ -149,6 +152,12 @@ class IssuedQuote:
         gas = [] if self.route is None else [{"chainId": int(g.chain), "units": g.units, "cost": str(g.cost)} for g in self.route.gas]
         sell_eta = self.eta[t.sell_chain_id].eta_seconds
         buy_eta = self.eta[t.buy_chain_id].eta_seconds
+        # The tier by size; at settlement a full exposure cap may still make it standard.
+        tier = Tier.STANDARD if self.tiers is None else self.tiers.eligible(
+            t.sell_chain_id, t.buy_chain_id, self.buy.symbol, t.buy_amount, self.buy.decimals, rfq=self.rfq is not None
+        ).tier
+        cross = t.sell_chain_id != t.buy_chain_id
+        etas = {x.value: round(order_eta(x, sell_eta, buy_eta, cross_chain=cross), 3) for x in Tier}
         return {
             "quoteId": t.quote_id,
             "expiresAt": t.expires_at,
@@ -170,9 +179,11 @@ class IssuedQuote:
             "fees": {"protocolFee": str(self.protocol_fee), "protocolFeeToken": t.buy_token, "gas": gas},
             "bookVersion": t.book_version,
             "blocks": {str(k): v for k, v in self.blocks.items()},
+            "settlementTier": tier.value,
             "settlement": {
-                "tier": "standard",
-                "etaSeconds": round(sell_eta + buy_eta if t.sell_chain_id != t.buy_chain_id else sell_eta, 3),
+                "tier": tier.value,
+                "etaSeconds": etas[tier.value],
+                "etaSecondsByTier": etas,
                 "chains": {str(cid): p.to_json() for cid, p in self.eta.items() if cid in (t.sell_chain_id, t.buy_chain_id)},
             },
             "signature": self.signature,
@@ -224,6 +235,7 @@ class QuoteService:
             c.chain_id: policy_for(c.chain_id, c.block_time, c.finality_depth, proof_seconds=proof_seconds)
             for c in manifest.chains
         }
+        self.tiers = TierRules.from_manifest(manifest, enabled=get_settings().fast_tier_enabled)
 
     # -- resolution ------------------------------------------------------------------------
 
@@ -335,6 +347,7 @@ class QuoteService:
             domain=domain,
             blocks={cid: h.block_number for cid, h in self.books.heads.items()},
             eta=self.policies,
+            tiers=self.tiers,
         )
 
     async def quote(self, req: QuoteRequest) -> dict[str, Any]:
