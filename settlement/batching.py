@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from settlement.window import WindowPolicy
 from settlement.zk.batch import CAPACITIES, Batch
@@ -38,6 +38,7 @@ from settlement.zk.legs import Leg, LegKind
 __all__ = [
     "LEG_KINDS",
     "BatchState",
+    "CutHook",
     "CutPlan",
     "Keys",
     "chain_status",
@@ -192,15 +193,24 @@ def save_batch(r: Any, doc: dict[str, Any]) -> None:
     r.set(Keys.batch(doc["chainId"], doc["number"]), json.dumps(doc, separators=(",", ":")))
 
 
+class CutHook(Protocol):
+    """Legs that are appended only when a batch is cut (the netted POOL legs,
+    settlement/rebalance.py): pending work counts as one pending leg for the window."""
+
+    def pending_since(self) -> float | None: ...  # oldest pending item (s), None if none
+    def before_cut(self) -> dict[str, Any] | None: ...  # append the legs; a report
+
+
 def cut_batch(
-    r: Any, policy: WindowPolicy, cursor: tuple[int, int], *, now: float | None = None
+    r: Any, policy: WindowPolicy, cursor: tuple[int, int], *, now: float | None = None, hook: CutHook | None = None
 ) -> dict[str, Any] | None:
     """Cut the next batch of `policy.chain_id` from on-chain `cursor` (index, head), if the
     window says so and no batch is in flight. Returns the new batch JSON or None.
 
     The lock is taken with SET NX before anything is written: two tickers racing here cut
     one batch. The range's legs are copied into the batch document, so the proof and the
-    transaction are built from exactly what was cut.
+    transaction are built from exactly what was cut. With a `hook`, its legs are appended
+    once the lock is held and the batch takes them (its report goes to `netting`).
     """
     chain = policy.chain_id
     now = time.time() if now is None else now
@@ -208,15 +218,27 @@ def cut_batch(
     if r.exists(Keys.lock(chain)):
         return None
     log_next = int(r.get(Keys.log_next(chain)) or 0)
-    if log_next <= index:
+    hook_at = hook.pending_since() if hook is not None else None
+    if log_next <= index and hook_at is None:
         return None
-    at = oldest_pending_at(r, chain, index)
-    plan = plan_cut(policy, index, log_next, now - at if at is not None else 0.0)
+    at = oldest_pending_at(r, chain, index) if log_next > index else None
+    if hook_at is not None:
+        at = hook_at if at is None else min(at, hook_at)
+    extra = 1 if hook_at is not None else 0
+    plan = plan_cut(policy, index, max(log_next, index) + extra, now - at if at is not None else 0.0)
     if plan is None:
         return None
     n = int(r.incr(Keys.seq(chain)))
     if not r.set(Keys.lock(chain), str(n), nx=True):
         return None  # a racing ticker won; batch number n stays unused
+    report = None
+    if hook is not None:
+        report = hook.before_cut()
+        log_next = int(r.get(Keys.log_next(chain)) or 0)
+        plan = CutPlan(plan.start, min(log_next, plan.start + MAX_BATCH))
+        if plan.count <= 0:  # the flows netted to nothing: no leg to settle
+            r.delete(Keys.lock(chain))
+            return None
     raw = r.hmget(Keys.log_legs(chain), [str(i) for i in range(plan.start, plan.end)])
     if any(x is None for x in raw):
         # A gap would make the hash chain diverge from the receipts: refuse, loudly.
@@ -237,6 +259,8 @@ def cut_batch(
         "oldestWait": round(now - at, 3) if at is not None else 0.0,
         "history": [{"state": BatchState.CUT, "at": now}],
     }
+    if report is not None:
+        doc["netting"] = report
     save_batch(r, doc)
     return doc
 

@@ -287,6 +287,7 @@ def apply_mined(r: Any, info: MinedInfo, outs: Sequence[LegOutcome], asset_index
             _payout_settled(r, oid, o, info, now_ms)
         else:
             log.error("order %s: payout leg %d skipped on chain %d", oid, o.index, info.chain_id)
+    rebalance.apply_aux_mined(r, info, outs)
 
 
 def _pull_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: dict[str, int], now_ms: int) -> None:
@@ -320,9 +321,11 @@ def _pull_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index:
             # The payout now has funds behind it: it enters the buy chain's log.
             doc.setdefault("tier", Tier.STANDARD.value)
             _append_payout(rd, p, doc, oid, asset_index, now_ms)
+        # The order's maker fills (MAKER_IN) and pool trades (flows) follow its pull.
+        rebalance.on_pull_settled(doc, rd, p, asset_index, now_ms)
         return []
 
-    _update(r, oid, step, watch)
+    _update(r, oid, step, [*watch, *rebalance.watch_keys(first)])
 
 
 def _payout_in_log(doc: dict[str, Any]) -> bool:
@@ -508,6 +511,7 @@ def apply_final(r: Any, chain_id: int, batch: int, legs: Sequence[dict[str, Any]
     """The batch is at finality depth: mark its legs final; finalize orders whose both legs
     are; queue their pulls for confirmation on the sell chain."""
     now_ms = int(time.time() * 1000)
+    rebalance.apply_aux_final(r, chain_id, batch, legs, final_block)
     for entry in legs:
         if entry["kind"] not in ("pull", "payout"):
             continue

@@ -17,7 +17,12 @@ per token. Only a token the batch takes out more of than it brings in needs the 
 Conservation (the property test): per token, sold = matched + net into the pool + what
 the vault keeps (`kept`). The netting ratio is matched / sold over all tokens, in base
 units of the token sold, so no price is needed (amounts are integers in base units; nothing here is a float except
-the reported ratio). Pure: no I/O.
+the reported ratio).
+
+The net trades are executed: `settlement/rebalance.py` appends one POOL leg per pool whose
+net is non-zero at cut time. Its minimum output is `min_out(expected_out(...), tolerance)`:
+the pool's exact twin (app/domain/amm) on the reserves read at cut time, less a tolerance
+in basis points. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -26,7 +31,20 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Flow", "NetTrade", "NettingReport", "flows_from_routes", "net_flows"]
+from app.domain.amm import BPS
+from app.domain.amm import constant_product as cp
+from app.domain.amm import stableswap as ss
+
+__all__ = [
+    "Flow",
+    "NetTrade",
+    "NettingReport",
+    "PoolState",
+    "expected_out",
+    "flows_from_routes",
+    "min_out",
+    "net_flows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +179,43 @@ def flows_from_routes(routes: Iterable[dict[str, str]], pool_tokens: dict[str, t
         tout = s1 if tin == s0 else s0
         out.append(Flow(sid, tin, tout, int(r["amountIn"]), int(r["amountOut"])))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """A pool's parameters (manifest) and reserves (read on chain), for its math twin."""
+
+    kind: str  # "constant_product" | "stableswap"
+    symbol0: str
+    symbol1: str
+    reserve0: int
+    reserve1: int
+    fee_bps: int
+    amp: int = 0
+    decimals0: int = 18  # stableswap rates come from the decimals
+    decimals1: int = 18
+
+
+def expected_out(pool: PoolState, token_in: str, amount_in: int) -> int:
+    """What `pool.swap(token_in, amount_in)` pays on these reserves, to the wei (the twins
+    raise `AmmError` where the contract would revert)."""
+    if token_in == pool.symbol0:
+        r_in, r_out, d_in, d_out = pool.reserve0, pool.reserve1, pool.decimals0, pool.decimals1
+    elif token_in == pool.symbol1:
+        r_in, r_out, d_in, d_out = pool.reserve1, pool.reserve0, pool.decimals1, pool.decimals0
+    else:
+        raise ValueError(f"{token_in} is not a token of the pool ({pool.symbol0}, {pool.symbol1})")
+    if pool.kind == "constant_product":
+        return cp.get_amount_out(amount_in, r_in, r_out, pool.fee_bps)
+    if pool.kind == "stableswap":
+        return ss.get_amount_out(
+            amount_in, r_in, r_out, ss.rate_for_decimals(d_in), ss.rate_for_decimals(d_out), pool.amp, pool.fee_bps
+        )
+    raise ValueError(f"unknown pool kind {pool.kind!r}")
+
+
+def min_out(expected: int, tolerance_bps: int) -> int:
+    """The least output accepted for a trade expected to pay `expected` (rounded down)."""
+    if not 0 <= tolerance_bps <= BPS:
+        raise ValueError(f"tolerance_bps must be in [0, {BPS}], got {tolerance_bps}")
+    return expected * (BPS - tolerance_bps) // BPS

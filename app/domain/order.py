@@ -6,7 +6,10 @@ so its fields, their order and the domain (name "Crossbook", version "1", the se
 chain's id and vault) must never drift from the contract's. An order confirmed here
 becomes a PULL leg on the sell chain's log at once; its PAYOUT leg enters the buy chain's
 log when the pull has settled (or at once in the fast tier), so a payout never precedes
-the funds that back it.
+the funds that back it. A maker whose level or firm quote the order filled settles with a
+MAKER_IN (what it sold, maker -> vault) once the pull has settled, and a MAKER_OUT (what it
+bought, vault -> maker) once its MAKER_IN has succeeded; netted pool trades are POOL legs,
+which belong to no order (order_ref 0).
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ __all__ = [
     "OrderMismatch",
     "OrderState",
     "check_against_quote",
+    "maker_in_leg",
+    "maker_out_leg",
     "payout_leg",
+    "pool_leg",
     "pull_leg",
 ]
 
@@ -150,3 +156,19 @@ def payout_leg(order: Order, token_index: int, order_hash: bytes, amount: int) -
         min_amount=order.min_buy_amount,
         order_ref=order_ref_from_hash(order_hash),
     )
+
+
+def maker_in_leg(maker: str, token_index: int, amount: int, order_hash: bytes) -> Leg:
+    """The maker delivers what it sold to the order (through its allowance to the vault)."""
+    return Leg(LegKind.MAKER_IN, int(maker, 16), token_index, amount, 0, order_ref_from_hash(order_hash))
+
+
+def maker_out_leg(maker: str, token_index: int, amount: int, order_hash: bytes) -> Leg:
+    """The vault pays the maker what it bought from the order."""
+    return Leg(LegKind.MAKER_OUT, int(maker, 16), token_index, amount, 0, order_ref_from_hash(order_hash))
+
+
+def pool_leg(pool: str, token_index: int, amount_in: int) -> Leg:
+    """The vault sells `amount_in` of token `token_index` into `pool` (a batch's net trade on
+    that pool; the minimum output travels in the settle call's `extra`, not in the leg)."""
+    return Leg(LegKind.POOL, int(pool, 16), token_index, amount_in, 0, 0)

@@ -801,19 +801,16 @@ class MakerHub:
         tx_hash: str | None = None,
         block_number: int | None = None,
         batch_id: str | None = None,
+        leg: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Tell the maker an order's leg on `chain_id` settled (or failed); what it owed for
-        that order stops counting against its funds (the chain now shows the transfer)."""
+        that order stops counting against its funds (the chain now shows the transfer).
+        `leg` names the maker's leg ("maker_in": it delivered, "maker_out": it was paid);
+        `reason` says why a leg failed."""
         self._release(order_id, chain_id, maker.lower())
         s = self.sessions.get(maker.lower())
-        payload = {
-            "orderId": order_id,
-            "chainId": chain_id,
-            "status": status,
-            "txHash": tx_hash,
-            "blockNumber": block_number,
-            "batchId": batch_id,
-        }
+        payload = _settlement_payload(order_id, chain_id, status, tx_hash, block_number, batch_id, leg, reason)
         return s is not None and await self._emit(s, "settlement", payload)
 
     # -- plumbing --------------------------------------------------------------------------
@@ -897,6 +894,8 @@ class MakerHub:
                     tx_hash=p.get("txHash"),
                     block_number=p.get("blockNumber"),
                     batch_id=p.get("batchId"),
+                    leg=p.get("leg"),
+                    reason=p.get("reason"),
                 )
             else:
                 raise ValueError(f"unknown notice type {kind!r}")
@@ -963,9 +962,25 @@ def settlement_notice(
     tx_hash: str | None = None,
     block_number: int | None = None,
     batch_id: str | None = None,
+    leg: str | None = None,
+    reason: str | None = None,
 ) -> str:
     """What a settlement worker publishes on `NOTICE_CHANNEL` for `notify_settlement`."""
-    payload = {
+    payload = _settlement_payload(order_id, chain_id, status, tx_hash, block_number, batch_id, leg, reason)
+    return json.dumps({"maker": maker, "type": "settlement", "payload": payload})
+
+
+def _settlement_payload(
+    order_id: str,
+    chain_id: int,
+    status: str,
+    tx_hash: str | None,
+    block_number: int | None,
+    batch_id: str | None,
+    leg: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
         "orderId": order_id,
         "chainId": chain_id,
         "status": status,
@@ -973,7 +988,12 @@ def settlement_notice(
         "blockNumber": block_number,
         "batchId": batch_id,
     }
-    return json.dumps({"maker": maker, "type": "settlement", "payload": payload})
+    # Maker legs only (older notices carry neither): which leg, and why it failed.
+    if leg is not None:
+        payload["leg"] = leg
+    if reason is not None:
+        payload["reason"] = reason
+    return payload
 
 
 def _commitments(ladder: LadderSource) -> dict[str, int]:
