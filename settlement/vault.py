@@ -5,7 +5,8 @@ header, the legs' two words each (`settlement.zk.batch.calldata_words`), an `ext
 string read in leg order (per PULL the trader's order record, per POOL a 32-byte minimum
 output), the proof and a list of earlier pulls to confirm. This module builds those
 arguments, the EIP-712 `Order` the trader signs (domain "Crossbook" / "1" / chain / vault),
-reclaim and confirm calldata, and decodes the vault's events from raw logs.
+`settleMany` (several consecutive batches, one transaction), reclaim and confirm
+calldata, and decodes the vault's events from raw logs.
 
 Pure: no web3. A "log" is the JSON-RPC shape (`address`, `topics`, `data`, with hex
 strings or bytes), as web3 receipts and `eth_getLogs` give it. docs/settlement.md has the
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import pairwise
 from typing import Any
 
 from eth_abi import decode as abi_decode
@@ -30,6 +32,7 @@ from settlement.zk.groth16 import Proof
 from settlement.zk.legs import Leg, LegKind, order_ref_from_hash
 
 __all__ = [
+    "MAX_BATCHES",
     "NO_LINK",
     "NO_REF",
     "ORDER_BYTES",
@@ -49,18 +52,21 @@ __all__ = [
     "ReclaimProof",
     "Reclaimed",
     "SettleCall",
+    "SettleManyCall",
     "SignedOrder",
     "VaultEvent",
     "decode_logs",
     "encode_confirm",
     "encode_reclaim",
     "encode_settle",
+    "encode_settle_many",
     "order_record",
     "payout_leg",
     "pull_leg",
     "pull_ref",
     "reclaim_proof",
     "settle_call",
+    "settle_many_call",
     "split_pull_ref",
     "vault_domain",
 ]
@@ -81,6 +87,9 @@ _U96 = 1 << 96
 _SETTLE_SIG = (
     "settle((uint256,uint256,uint256,uint256,uint256),uint256[],bytes,uint256[8],uint256[])"
 )
+_BATCH_TUPLE = "((uint256,uint256,uint256,uint256,uint256),uint256[],bytes)"
+_SETTLE_MANY_SIG = f"settleMany({_BATCH_TUPLE}[],uint256[],uint256[])"
+MAX_BATCHES = 8  # Settlement.MAX_BATCHES
 _RECLAIM_SIG = f"reclaim({_ORDER_TUPLE},uint256,uint256,bytes32[])"
 _CONFIRM_SIG = "confirmPayouts(uint256[])"
 
@@ -317,6 +326,53 @@ def encode_settle(call: SettleCall) -> bytes:
     return _selector(_SETTLE_SIG) + abi_encode(types, list(call.args()))
 
 
+@dataclass(frozen=True, slots=True)
+class SettleManyCall:
+    """Arguments of `settleMany`: consecutive batches, their proofs, one confirm list."""
+
+    batches: tuple[SettleCall, ...]  # each with its own proof; their `confirms` unused
+    confirms: tuple[int, ...] = ()
+
+    @property
+    def start_index(self) -> int:
+        return self.batches[0].start_index
+
+    @property
+    def end_index(self) -> int:
+        return self.batches[-1].start_index + self.batches[-1].count
+
+    def args(self) -> tuple[Any, ...]:
+        """For web3's `contract.functions.settleMany(*call.args())`."""
+        items = [(b.args()[0], list(b.words), b.extra) for b in self.batches]
+        proofs = [w for b in self.batches for w in b.proof]
+        return items, proofs, list(self.confirms)
+
+
+def settle_many_call(batches: Sequence[SettleCall], confirms: Sequence[int] = ()) -> SettleManyCall:
+    """Combine single-batch `settle_call`s into one `settleMany`.
+
+    The batches must chain: the same chain, each starting where the previous one ends
+    (start index and head), at most MAX_BATCHES; the vault checks the first against its
+    cursor. Their own `confirms` must be empty: the transaction's list is `confirms`.
+    """
+    if not 1 <= len(batches) <= MAX_BATCHES:
+        raise ValueError(f"settleMany takes 1..{MAX_BATCHES} batches")
+    for prev, nxt in pairwise(batches):
+        if nxt.chain_id != prev.chain_id:
+            raise ValueError("batches of different chains")
+        if (nxt.start_index, nxt.old_head) != (prev.start_index + prev.count, prev.new_head):
+            raise ValueError(f"batch at {nxt.start_index} does not extend the batch at {prev.start_index}")
+    if any(b.confirms for b in batches):
+        raise ValueError("pass confirms to settle_many_call, not to the batches")
+    return SettleManyCall(tuple(batches), tuple(confirms))
+
+
+def encode_settle_many(call: SettleManyCall) -> bytes:
+    """Full calldata (selector included) of `settleMany`."""
+    types = [f"{_BATCH_TUPLE}[]", "uint256[]", "uint256[]"]
+    return _selector(_SETTLE_MANY_SIG) + abi_encode(types, list(call.args()))
+
+
 def pull_ref(batch_start: int, position: int) -> int:
     """Names an open pull: its batch's start index and its position among the batch's open pulls."""
     if not 0 <= position < 64:
@@ -347,15 +403,15 @@ class ReclaimProof:
 def reclaim_proof(
     order_hash: bytes, batch_events: Iterable[VaultEvent], settled_at: int
 ) -> ReclaimProof:
-    """From the events of the settle transaction that pulled `order_hash`."""
-    opened = sorted(
-        (e for e in batch_events if isinstance(e, Pulled) and e.pull_ref != NO_REF),
-        key=lambda e: e.pull_ref,
-    )
+    """From the events of the settle transaction that pulled `order_hash` (a `settleMany`
+    receipt holds several batches: only the order's own batch's open pulls count)."""
+    opened = [e for e in batch_events if isinstance(e, Pulled) and e.pull_ref != NO_REF]
     mine = [e for e in opened if e.order_hash == order_hash]
     if not mine:
         raise ValueError("order is not an open pull of this batch")
-    return ReclaimProof(mine[0].pull_ref, settled_at, tuple(e.order_hash for e in opened))
+    start = mine[0].pull_ref >> 8
+    same = sorted((e for e in opened if e.pull_ref >> 8 == start), key=lambda e: e.pull_ref)
+    return ReclaimProof(mine[0].pull_ref, settled_at, tuple(e.order_hash for e in same))
 
 
 def encode_reclaim(order: Order, proof: ReclaimProof) -> bytes:

@@ -11,6 +11,10 @@ interface IBatchVerifier {
         uint256[2] calldata c,
         uint256[7] calldata input
     ) external view returns (bool);
+
+    /// k proofs of this circuit in k + 3 pairings: `proofs` 8 words per proof,
+    /// `inputs` 7 words per proof, proof-major (settlement/zk/verifier_sol.py).
+    function verifyBatch(uint256[] calldata proofs, uint256[] calldata inputs) external view returns (bool);
 }
 
 /// @notice The swap surface shared by ConstantProductPool and StableSwapPool.
@@ -38,6 +42,10 @@ contract Settlement {
     uint256 internal constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
     uint256 internal constant AMOUNT_MASK = (1 << 96) - 1;
     uint256 internal constant MAX_CAPACITY = 64; // open pulls of a batch fit a 64-bit mask
+    /// Most batches in one `settleMany` (bounds its per-capacity grouping; 8 x 64 legs is
+    /// far beyond what fits a block anyway).
+    uint256 public constant MAX_BATCHES = 8;
+    uint256 internal constant N_INPUTS = 7;
 
     uint256 internal constant PULL = 1;
     uint256 internal constant PAYOUT = 2;
@@ -96,6 +104,13 @@ contract Settlement {
         uint256 oldHead;
         uint256 newHead;
         uint256 capacity;
+    }
+
+    /// One batch of a `settleMany`: what `settle` takes for it, less the proof.
+    struct BatchCall {
+        BatchHeader h;
+        uint256[] words;
+        bytes extra;
     }
 
     /// Per-batch execution state, in memory.
@@ -164,6 +179,7 @@ contract Settlement {
     error ReclaimTooEarly(uint256 availableAt);
     error PullClosed(uint256 pullRef);
     error BadConfig();
+    error BadBatchList(uint256 batches, uint256 proofWords);
 
     // ------------------------------------------------------------------ setup
 
@@ -295,20 +311,114 @@ contract Settlement {
         uint256[] calldata confirms
     ) external onlyOperator nonReentrant {
         if (paused) revert IsPaused();
-        if (h.chainId != block.chainid) revert WrongChain(h.chainId);
-        if (h.startIndex != cursorIndex || h.oldHead != cursorHead) revert CursorMismatch(h.startIndex, h.oldHead);
-        uint256 count = words.length >> 1;
-        if (count == 0 || words.length != count << 1 || count > h.capacity) revert BadCount(count, h.capacity);
+        uint256 count = _checkHeader(h, words, cursorIndex, cursorHead);
         _verify(h, words, count, proof);
-
-        // Advance first: anything the legs call back into sees the new cursor, and a
-        // resubmission of this batch fails the cursor check above.
-        cursorIndex = uint64(h.startIndex + count);
-        cursorHead = h.newHead;
-
-        uint256 nOpen = _executeAll(h.startIndex, count, words, extra);
+        uint256 nOpen = _run(h, words, extra, count);
         if (confirms.length != 0) _confirm(confirms);
         emit BatchSettled(h.startIndex, count, h.newHead, nOpen);
+    }
+
+    /// @notice Execute k consecutive batches of this chain's order log in one transaction:
+    /// batch 0 starts at the cursor, batch i+1 at batch i's end (startIndex = previous
+    /// startIndex + count, oldHead = previous newHead). All proofs are checked before any
+    /// leg runs, in one `verifyBatch` call per capacity (k_c proofs, k_c + 3 pairings);
+    /// then each batch runs exactly as in `settle`, in order: cursor advanced, legs,
+    /// open-pull record, `BatchSettled`. `confirms` are applied once, after the last batch.
+    /// @param batches 1..MAX_BATCHES batches; capacities may differ (grouped per verifier).
+    /// @param proofs 8 words per batch (`Proof.to_evm_words`), in batch order.
+    function settleMany(BatchCall[] calldata batches, uint256[] calldata proofs, uint256[] calldata confirms)
+        external
+        onlyOperator
+        nonReentrant
+    {
+        if (paused) revert IsPaused();
+        uint256 k = batches.length;
+        if (k == 0 || k > MAX_BATCHES || proofs.length != 8 * k) revert BadBatchList(k, proofs.length);
+        uint256[] memory inputs = new uint256[](N_INPUTS * k);
+        uint256 index = cursorIndex;
+        uint256 head = cursorHead;
+        for (uint256 i = 0; i < k; i++) {
+            BatchCall calldata b = batches[i];
+            // The chain of ranges: a gap, an overlap or a foreign head fails here.
+            uint256 count = _checkHeader(b.h, b.words, index, head);
+            uint256[7] memory x = _inputs(b.h, b.words, count);
+            for (uint256 j = 0; j < N_INPUTS; j++) {
+                inputs[N_INPUTS * i + j] = x[j];
+            }
+            index = b.h.startIndex + count;
+            head = b.h.newHead;
+        }
+        _verifyMany(batches, proofs, inputs);
+        for (uint256 i = 0; i < k; i++) {
+            BatchCall calldata b = batches[i];
+            uint256 count = b.words.length >> 1;
+            emit BatchSettled(b.h.startIndex, count, b.h.newHead, _run(b.h, b.words, b.extra, count));
+        }
+        if (confirms.length != 0) _confirm(confirms);
+    }
+
+    /// The header checks of one batch against the cursor (index, head) it must extend;
+    /// returns the leg count. The verifier for its capacity must exist.
+    function _checkHeader(BatchHeader calldata h, uint256[] calldata words, uint256 index, uint256 head)
+        internal
+        view
+        returns (uint256 count)
+    {
+        if (h.chainId != block.chainid) revert WrongChain(h.chainId);
+        if (h.startIndex != index || h.oldHead != head) revert CursorMismatch(h.startIndex, h.oldHead);
+        count = words.length >> 1;
+        if (count == 0 || words.length != count << 1 || count > h.capacity) revert BadCount(count, h.capacity);
+        if (verifierFor[h.capacity] == address(0)) revert UnknownVerifier(h.capacity);
+    }
+
+    /// Advance the cursor past the batch, run its legs, record its open pulls; returns
+    /// their number (the caller emits `BatchSettled`).
+    function _run(BatchHeader calldata h, uint256[] calldata words, bytes calldata extra, uint256 count)
+        internal
+        returns (uint256)
+    {
+        // Advance first: anything the legs call back into sees the new cursor, and a
+        // resubmission of this batch fails the cursor check.
+        cursorIndex = uint64(h.startIndex + count);
+        cursorHead = h.newHead;
+        return _executeAll(h.startIndex, count, words, extra);
+    }
+
+    /// One `verifyBatch` per distinct capacity among `batches`, each over that capacity's
+    /// proofs and public inputs in batch order. Any false (or reverting) call rejects all.
+    function _verifyMany(BatchCall[] calldata batches, uint256[] calldata proofs, uint256[] memory inputs)
+        internal
+        view
+    {
+        uint256 k = batches.length;
+        uint256 done; // bit i: batch i's proof is in a verified group
+        for (uint256 i = 0; i < k; i++) {
+            if (done >> i & 1 != 0) continue;
+            uint256 cap = batches[i].h.capacity;
+            uint256 members;
+            uint256 n;
+            for (uint256 j = i; j < k; j++) {
+                if (batches[j].h.capacity == cap) {
+                    members |= 1 << j;
+                    n++;
+                }
+            }
+            done |= members;
+            uint256[] memory ps = new uint256[](8 * n);
+            uint256[] memory xs = new uint256[](N_INPUTS * n);
+            uint256 m;
+            for (uint256 j = i; j < k; j++) {
+                if (members >> j & 1 == 0) continue;
+                for (uint256 w = 0; w < 8; w++) {
+                    ps[8 * m + w] = proofs[8 * j + w];
+                }
+                for (uint256 w = 0; w < N_INPUTS; w++) {
+                    xs[N_INPUTS * m + w] = inputs[N_INPUTS * j + w];
+                }
+                m++;
+            }
+            if (!IBatchVerifier(verifierFor[cap]).verifyBatch(ps, xs)) revert InvalidProof();
+        }
     }
 
     /// Run every leg; record the batch's open pulls (pulls whose payout is elsewhere).
@@ -341,19 +451,26 @@ contract Settlement {
         internal
         view
     {
-        address verifier = verifierFor[h.capacity];
-        if (verifier == address(0)) revert UnknownVerifier(h.capacity);
-        uint256[7] memory input;
+        bool ok = IBatchVerifier(verifierFor[h.capacity]).verifyProof(
+            [proof[0], proof[1]], [[proof[2], proof[3]], [proof[4], proof[5]]], [proof[6], proof[7]],
+            _inputs(h, words, count)
+        );
+        if (!ok) revert InvalidProof();
+    }
+
+    /// The public inputs of a batch proof, derived from the header and the calldata words
+    /// (docs/proofs.md §3): chainId, startIndex, count, oldHead, newHead, z, acc.
+    function _inputs(BatchHeader calldata h, uint256[] calldata words, uint256 count)
+        internal
+        view
+        returns (uint256[7] memory input)
+    {
         input[0] = h.chainId;
         input[1] = h.startIndex;
         input[2] = count;
         input[3] = h.oldHead;
         input[4] = h.newHead;
         (input[5], input[6]) = _bind(h, words, count);
-        bool ok = IBatchVerifier(verifier).verifyProof(
-            [proof[0], proof[1]], [[proof[2], proof[3]], [proof[4], proof[5]]], [proof[6], proof[7]], input
-        );
-        if (!ok) revert InvalidProof();
     }
 
     /// z and acc of docs/proofs.md §3, with the canonicality checks of §6 on every leg.
