@@ -200,7 +200,8 @@ def ledger_orders(r: redis.Redis) -> dict[str, dict[str, Any]]:
 def expected_deltas(orders: list[dict[str, Any]]) -> dict[tuple[int, str, str], int]:
     """What the orders' receipts say must have moved: a finalized (or settled) order took
     its sell amount from the trader on the sell chain and paid its buy amount to the
-    recipient on the buy chain; a failed or refunded one moved nothing in the end."""
+    recipient on the buy chain; a failed or refunded one moved nothing in the end. A
+    fast-tier order whose pull failed (`operatorLoss`) paid out and took nothing."""
     d: dict[tuple[int, str, str], int] = {}
     for doc in orders:
         o = doc["order"]
@@ -208,7 +209,8 @@ def expected_deltas(orders: list[dict[str, Any]]) -> dict[tuple[int, str, str], 
             continue
         k_sell = (int(o["sellChainId"]), o["sellToken"].lower(), o["trader"].lower())
         k_buy = (int(o["buyChainId"]), o["buyToken"].lower(), o["recipient"].lower())
-        d[k_sell] = d.get(k_sell, 0) - int(o["sellAmount"])
+        if "operatorLoss" not in doc:
+            d[k_sell] = d.get(k_sell, 0) - int(o["sellAmount"])
         d[k_buy] = d.get(k_buy, 0) + int(doc["buyAmount"])
     return d
 
