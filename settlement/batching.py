@@ -7,11 +7,14 @@ batch per chain is in flight (cut, proven, submitted, not yet mined): the next b
 starts where this one ends, which is only known for sure once it is on chain. A per-chain
 Redis lock (`stl:{chain}:lock`, holding the batch number) enforces that; the lifecycle
 releases it when the batch is mined, so cutting the next batch overlaps with the
-previous one's finality wait.
+previous one's finality wait. A backlog of more than one maximum batch is cut as a
+**group** of consecutive batches (`plan_group`, at most MAX_GROUP): each is its own
+document and proof, the lock holds the first one's number, every member's `group` lists
+them all, and one `settleMany` transaction settles them together.
 
 Redis keys of the pipeline (the ledger's own keys are in app/services/ledger.py):
 
-    stl:{chain}:lock              -> batch number in flight (no TTL: released by the pipeline)
+    stl:{chain}:lock              -> batch (or group's first batch) number in flight (no TTL)
     stl:{chain}:batch:seq         -> last batch number used
     stl:{chain}:batch:{n}         -> batch JSON (range, heads, proof, tx, state, timings)
     stl:{chain}:open              -> set of batch numbers submitted but not final
@@ -37,20 +40,25 @@ from settlement.zk.legs import Leg, LegKind
 
 __all__ = [
     "LEG_KINDS",
+    "MAX_GROUP",
     "BatchState",
     "CutHook",
     "CutPlan",
     "Keys",
     "chain_status",
     "cut_batch",
+    "group_of",
     "leg_from_json",
     "load_batch",
     "oldest_pending_at",
     "plan_cut",
+    "plan_group",
     "save_batch",
 ]
 
 MAX_BATCH = max(CAPACITIES)
+# Most batches cut (and settled in one transaction) at once: 4 x 64 pulls is ~5.5M gas.
+MAX_GROUP = 4
 # The log's `kind` strings (ledger.py writes "pull"; the pipeline "payout").
 LEG_KINDS = {
     "pull": LegKind.PULL,
@@ -156,6 +164,24 @@ def plan_cut(
     return CutPlan(cursor, cursor + min(pending, max_batch))
 
 
+def plan_group(start: int, end: int, *, max_batch: int = MAX_BATCH, max_batches: int = MAX_GROUP) -> list[CutPlan]:
+    """Split the pending range [start, end) into consecutive batches of `max_batch` legs,
+    the last one taking the rest, at most `max_batches` of them. Pure.
+
+    A range within one maximum batch stays one batch; a backlog beyond it becomes a group
+    that one `settleMany` transaction settles (one proof check per capacity for all)."""
+    out: list[CutPlan] = []
+    while start < end and len(out) < max(1, max_batches):
+        out.append(CutPlan(start, min(end, start + max_batch)))
+        start = out[-1].end
+    return out
+
+
+def group_of(doc: dict[str, Any]) -> list[int]:
+    """The numbers of the batches submitted together with batch `doc` (itself included)."""
+    return [int(x) for x in doc.get("group") or [doc["number"]]]
+
+
 def leg_from_json(doc: dict[str, Any]) -> Leg:
     """A log entry (ledger.py's leg JSON) as the circuit's Leg."""
     return Leg(
@@ -202,10 +228,21 @@ class CutHook(Protocol):
 
 
 def cut_batch(
-    r: Any, policy: WindowPolicy, cursor: tuple[int, int], *, now: float | None = None, hook: CutHook | None = None
+    r: Any,
+    policy: WindowPolicy,
+    cursor: tuple[int, int],
+    *,
+    now: float | None = None,
+    hook: CutHook | None = None,
+    max_batches: int = MAX_GROUP,
 ) -> dict[str, Any] | None:
     """Cut the next batch of `policy.chain_id` from on-chain `cursor` (index, head), if the
     window says so and no batch is in flight. Returns the new batch JSON or None.
+
+    With more than one maximum batch pending, up to `max_batches` consecutive batches are
+    cut at once (`plan_group`), each its own document whose `group` lists all their
+    numbers; the first is returned and the lock holds its number. They are proven
+    separately and submitted together (`settleMany`).
 
     The lock is taken with SET NX before anything is written: two tickers racing here cut
     one batch. The range's legs are copied into the batch document, so the proof and the
@@ -239,30 +276,45 @@ def cut_batch(
         if plan.count <= 0:  # the flows netted to nothing: no leg to settle
             r.delete(Keys.lock(chain))
             return None
-    raw = r.hmget(Keys.log_legs(chain), [str(i) for i in range(plan.start, plan.end)])
+    # A backlog beyond one maximum batch: several consecutive batches, one group.
+    plans = plan_group(plan.start, max(log_next, plan.end), max_batches=max_batches)
+    numbers = [n]
+    if len(plans) > 1:  # numbers need not be consecutive: the group lists them
+        last = int(r.incrby(Keys.seq(chain), len(plans) - 1))
+        numbers += list(range(last - len(plans) + 2, last + 1))
+    raw = r.hmget(Keys.log_legs(chain), [str(i) for i in range(plans[0].start, plans[-1].end)])
     if any(x is None for x in raw):
         # A gap would make the hash chain diverge from the receipts: refuse, loudly.
         r.delete(Keys.lock(chain))
-        raise RuntimeError(f"chain {chain}: order log has a gap in [{plan.start}, {plan.end})")
-    legs = [json.loads(x) for x in raw]
-    new_head = Batch(chain, plan.start, head, tuple(leg_from_json(x) for x in legs)).new_head
-    doc: dict[str, Any] = {
-        "chainId": chain,
-        "number": n,
-        "start": plan.start,
-        "count": plan.count,
-        "oldHead": str(head),
-        "newHead": str(new_head),
-        "legs": legs,
-        "state": BatchState.CUT,
-        "cutAt": now,
-        "oldestWait": round(now - at, 3) if at is not None else 0.0,
-        "history": [{"state": BatchState.CUT, "at": now}],
-    }
+        raise RuntimeError(f"chain {chain}: order log has a gap in [{plans[0].start}, {plans[-1].end})")
+    docs: list[dict[str, Any]] = []
+    for number, part in zip(numbers, plans, strict=True):
+        legs = [json.loads(x) for x in raw[part.start - plans[0].start : part.end - plans[0].start]]
+        new_head = Batch(chain, part.start, head, tuple(leg_from_json(x) for x in legs)).new_head
+        doc: dict[str, Any] = {
+            "chainId": chain,
+            "number": number,
+            "start": part.start,
+            "count": part.count,
+            "oldHead": str(head),
+            "newHead": str(new_head),
+            "legs": legs,
+            "state": BatchState.CUT,
+            "cutAt": now,
+            "oldestWait": round(now - at, 3) if at is not None else 0.0,
+            "history": [{"state": BatchState.CUT, "at": now}],
+        }
+        if len(plans) > 1:
+            doc["group"] = numbers
+        docs.append(doc)
+        head = new_head
     if report is not None:
-        doc["netting"] = report
-    save_batch(r, doc)
-    return doc
+        docs[0]["netting"] = report
+    with r.pipeline(transaction=True) as p:  # every member or none
+        for doc in docs:
+            save_batch(p, doc)
+        p.execute()
+    return docs[0]
 
 
 def chain_status(r: Any, chain: int, *, recent: int = 5) -> dict[str, Any]:
@@ -275,7 +327,7 @@ def chain_status(r: Any, chain: int, *, recent: int = 5) -> dict[str, Any]:
     for n in range(seq, max(0, seq - recent), -1):
         b = load_batch(r, chain, n)
         if b is not None:
-            batches.append({k: b.get(k) for k in ("number", "start", "count", "state", "capacity", "proofSeconds", "txHash", "block", "gasUsed", "reorgs")})
+            batches.append({k: b.get(k) for k in ("number", "start", "count", "state", "capacity", "proofSeconds", "txHash", "block", "gasUsed", "reorgs", "group")})
     lock = r.get(Keys.lock(chain))
     recon = r.get(Keys.recon(chain))
     return {

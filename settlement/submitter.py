@@ -16,6 +16,12 @@
   blocks and finality counts again from the new block.
 - **Duplicates.** A second submission of a settled range reverts on the vault's cursor
   check; the on-chain cursor then tells that the range is settled, and nothing is redone.
+- **Groups.** Consecutive batches cut together (`batching.group_of`) are sent in one
+  `settleMany` once all are proven. Every member stores the same raw transaction (one
+  compare-and-set over all of them) and is followed on its own: the receipt's events are
+  applied per member (each picks its legs by index and order hash), a reorg re-sends the
+  same raw transaction from each member (the node dedupes it), and the lock goes with the
+  first member applied.
 
 `ChainPort` is the I/O edge (web3 here, a fake in unit tests).
 """
@@ -36,15 +42,18 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
 from settlement import lifecycle
-from settlement.batching import BatchState, Keys, load_batch
+from settlement.batching import BatchState, Keys, group_of, load_batch
 from settlement.prover_service import batch_of
 from settlement.vault import (
     Order,
+    SettleCall,
     SignedOrder,
     decode_logs,
     encode_confirm,
     encode_settle,
+    encode_settle_many,
     settle_call,
+    settle_many_call,
 )
 
 __all__ = [
@@ -234,21 +243,44 @@ def _transition(r: Any, chain: int, number: int, expect: str, update: dict[str, 
                 continue
 
 
+def _settle_call(r: Any, doc: dict[str, Any], confirms: list[int] | None = None) -> SettleCall:
+    """The `settle` arguments of one proven batch document."""
+    # POOL legs: their minimum output (set at cut time, settlement/rebalance.py) goes in `extra`.
+    min_out = {k: int(leg["minOut"]) for k, leg in enumerate(doc["legs"]) if leg["kind"] == "pool"}
+    return settle_call(batch_of(doc), int(doc["capacity"]), [int(w) for w in doc["proof"]], _signed_orders(r, doc["legs"]),
+                       pool_min_out=min_out, confirms=confirms or ())
+
+
+def _calldata(r: Any, docs: list[dict[str, Any]], confirms: list[int]) -> bytes:
+    """`settle` for one batch; `settleMany` for a group (consecutive batches, one tx)."""
+    if len(docs) == 1:
+        return encode_settle(_settle_call(r, docs[0], confirms))
+    return encode_settle_many(settle_many_call([_settle_call(r, d) for d in docs], confirms))
+
+
 def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | None:
-    """Sign and send batch `number` if it is proven and not yet signed. Idempotent."""
+    """Sign and send batch `number` if it is proven and not yet signed. Idempotent.
+
+    A batch of a group (`group_of`) waits until every member is proven; then all go in
+    one `settleMany` transaction, whose raw bytes and hash every member stores (one
+    compare-and-set over all of them) before it is sent."""
     doc = load_batch(r, ctx.chain_id, number)
     if doc is None or doc["state"] != BatchState.PROVED:
         return doc
+    members = group_of(doc)
+    docs = [d for d in (load_batch(r, ctx.chain_id, m) for m in members) if d is not None]
+    if len(docs) != len(members) or any(d["state"] != BatchState.PROVED for d in docs):
+        return doc  # the last member to be proven submits the group
+    docs.sort(key=lambda d: int(d["start"]))
     confirms = sorted(int(x) for x in r.srandmember(Keys.confirms(ctx.chain_id), MAX_CONFIRMS_PER_BATCH) or [])
-    call = settle_call(batch_of(doc), int(doc["capacity"]), [int(w) for w in doc["proof"]], _signed_orders(r, doc["legs"]), confirms=confirms)
-    data = encode_settle(call)
+    data = _calldata(r, docs, confirms)
     tx: dict[str, Any] = {"from": ctx.operator, "to": ctx.vault, "data": "0x" + data.hex(), "chainId": ctx.chain_id}
     try:
         gas = ctx.port.estimate(tx)
     except (ConnectionError, TimeoutError, requests.RequestException) as e:
         raise SubmitError(f"chain {ctx.chain_id}: estimate failed: {e}") from e
     except Exception as e:  # the call reverts: the on-chain cursor tells why
-        return _on_estimate_revert(r, ctx, doc, e)
+        return _on_estimate_revert(r, ctx, docs, e)
     nonce = NonceManager(r, ctx.chain_id, ctx.port, ctx.operator).allocate()
     tx.update(gas=gas * 13 // 10 + 50_000, gasPrice=max(2 * ctx.port.gas_price(), 10**9), nonce=nonce)
     tx.pop("from")
@@ -256,8 +288,8 @@ def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | Non
     raw = "0x" + bytes(signed.raw_transaction).hex()
     tx_hash = "0x" + bytes(signed.hash).hex()
     now = time.time()
-    stored = _transition(
-        r, ctx.chain_id, number, BatchState.PROVED,
+    stored = _transition_all(
+        r, ctx.chain_id, [int(d["number"]) for d in docs], BatchState.PROVED,
         {"state": BatchState.SIGNED, "nonce": nonce, "rawTx": raw, "txHash": tx_hash, "confirms": [str(c) for c in confirms],
          "gasLimit": tx["gas"], "signedAt": now, "sentAt": now, "sentHead": _safe_head(ctx)},
     )
@@ -268,10 +300,37 @@ def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | Non
         return load_batch(r, ctx.chain_id, number)
     if confirms:
         r.srem(Keys.confirms(ctx.chain_id), *[str(c) for c in confirms])
-    r.sadd(Keys.open(ctx.chain_id), str(number))
+    r.sadd(Keys.open(ctx.chain_id), *[str(d["number"]) for d in docs])
     ctx.port.send_raw(raw)
-    log.info("chain %d batch %d [%d,+%d) sent: %s nonce %d", ctx.chain_id, number, doc["start"], doc["count"], tx_hash, nonce)
-    return stored
+    start, end = int(docs[0]["start"]), int(docs[-1]["start"]) + int(docs[-1]["count"])
+    log.info("chain %d batch %s [%d,+%d) sent: %s nonce %d", ctx.chain_id, "+".join(str(d["number"]) for d in docs), start, end - start, tx_hash, nonce)
+    return next(x for x in stored if x["number"] == number)
+
+
+def _transition_all(r: Any, chain: int, numbers: list[int], expect: str, update: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """`_transition` of several batches at once: all of them (each still `expect`) or none."""
+    if len(numbers) == 1:
+        one = _transition(r, chain, numbers[0], expect, update)
+        return None if one is None else [one]
+    keys = [Keys.batch(chain, n) for n in numbers]
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(*keys)
+                docs = [json.loads(p.get(k)) for k in keys]
+                if any(d["state"] != expect for d in docs):
+                    p.unwatch()
+                    return None
+                p.multi()
+                for k, d in zip(keys, docs, strict=True):
+                    d.update(update)
+                    if "state" in update and update["state"] != expect:
+                        d["history"].append({"state": update["state"], "at": time.time()})
+                    p.set(k, json.dumps(d, separators=(",", ":")))
+                p.execute()
+                return [dict(d) for d in docs]
+            except WatchError:
+                continue
 
 
 def _safe_head(ctx: ChainContext) -> int:
@@ -281,25 +340,28 @@ def _safe_head(ctx: ChainContext) -> int:
         return 0
 
 
-def _on_estimate_revert(r: Any, ctx: ChainContext, doc: dict[str, Any], err: Exception) -> dict[str, Any] | None:
+def _on_estimate_revert(r: Any, ctx: ChainContext, docs: list[dict[str, Any]], err: Exception) -> dict[str, Any] | None:
+    """The batch (or group: `docs` in range order) would revert; decide by the cursor."""
     index, _head = ctx.port.cursor(ctx.vault)
-    end = int(doc["start"]) + int(doc["count"])
-    if index < int(doc["start"]):
+    first, lead = docs[0], group_of(docs[0])[0]
+    start, end = int(first["start"]), int(docs[-1]["start"]) + int(docs[-1]["count"])
+    numbers = [int(d["number"]) for d in docs]
+    if index < start:
         # An earlier batch is not on chain (yet again, after a reorg): this one stays
         # proven and is submitted once the cursor reaches its start.
-        log.info("chain %d batch %d: cursor %d behind its start %d; waiting", ctx.chain_id, doc["number"], index, doc["start"])
-        return doc
+        log.info("chain %d batch %d: cursor %d behind its start %d; waiting", ctx.chain_id, first["number"], index, start)
+        return first
     if index >= end:
         # The range is settled already (a duplicate submission): nothing to redo here.
-        log.warning("chain %d batch %d: cursor %d already past [%d,%d): duplicate", ctx.chain_id, doc["number"], index, doc["start"], end)
-        out = _transition(r, ctx.chain_id, doc["number"], BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"duplicate: cursor at {index}"})
-        _release_lock(r, ctx.chain_id, doc["number"])
-        return out
-    log.error("chain %d batch %d: settle would revert: %s", ctx.chain_id, doc["number"], err)
-    out = _transition(r, ctx.chain_id, doc["number"], BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"estimate reverted: {err}"[:500]})
-    note_revert(r, ctx.chain_id, int(doc["start"]))
-    _release_lock(r, ctx.chain_id, doc["number"])
-    return out
+        log.warning("chain %d batch %d: cursor %d already past [%d,%d): duplicate", ctx.chain_id, first["number"], index, start, end)
+        out = _transition_all(r, ctx.chain_id, numbers, BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"duplicate: cursor at {index}"})
+        _release_lock(r, ctx.chain_id, lead)
+        return None if out is None else out[0]
+    log.error("chain %d batch %d: settle would revert: %s", ctx.chain_id, first["number"], err)
+    out = _transition_all(r, ctx.chain_id, numbers, BatchState.PROVED, {"state": BatchState.REVERTED, "reason": f"estimate reverted: {err}"[:500]})
+    note_revert(r, ctx.chain_id, start)
+    _release_lock(r, ctx.chain_id, lead)
+    return None if out is None else out[0]
 
 
 # A range that keeps reverting (e.g. the vault lacks inventory for a payout) is retried
@@ -382,7 +444,10 @@ def _follow_one(r: Any, ctx: ChainContext, doc: dict[str, Any], head: int) -> di
         )
         end = int(doc["start"]) + int(doc["count"])
         r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, f"stl:{chain}:applied", str(end))
-        _release_lock(r, chain, n)
+        # A group's members share the transaction; the lock (its first number) goes with
+        # the first of them applied. A member not yet applied stays `signed`, and no tick
+        # cuts while an open batch is `signed`.
+        _release_lock(r, chain, group_of(doc)[0])
         if prev == BatchState.SIGNED:
             log.info("chain %d batch %d mined in block %d, gas %d, %d legs failed", chain, n, rc["blockNumber"], rc["gasUsed"], failed)
         return out
@@ -401,12 +466,14 @@ def _reverted(r: Any, ctx: ChainContext, doc: dict[str, Any], rc: dict[str, Any]
     reason = f"reverted in block {rc['blockNumber']}; cursor then at {index}"
     log.error("chain %d batch %d: %s", chain, n, reason)
     out = _transition(r, chain, n, doc["state"], {"state": BatchState.REVERTED, "reason": reason, "gasUsed": rc["gasUsed"]})
-    if index < int(doc["start"]) + int(doc["count"]):
+    lead = group_of(doc)[0]
+    # A group reverts as a whole: count it once, at its first batch's range.
+    if index < int(doc["start"]) + int(doc["count"]) and n == lead:
         note_revert(r, chain, int(doc["start"]))
     if doc.get("confirms"):
         r.sadd(Keys.confirms(chain), *doc["confirms"])  # not confirmed after all: next time
     r.srem(Keys.open(chain), str(n))
-    _release_lock(r, chain, n)
+    _release_lock(r, chain, lead)
     return out
 
 

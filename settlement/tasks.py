@@ -4,7 +4,8 @@
   in-flight batch moving (re-queue a proof nobody is working on, a submission not sent),
   or cut the next batch when the window says so.
 - `prove(chain, n)`: prove batch n, then queue its submission.
-- `submit(chain, n)`: sign and send batch n's `settle`.
+- `submit(chain, n)`: sign and send batch n's `settle` (a group's: once every member is
+  proven, one `settleMany` for all of them).
 - `reconcile(chain)`: vault balances against the ledger.
 
 Every task may run twice or be killed at any line: each step re-reads the batch state
@@ -31,7 +32,7 @@ from app.manifest import Manifest
 from app.settings import get_settings
 from settlement import lifecycle, prover_service
 from settlement import reconcile as reconcile_service
-from settlement.batching import BatchState, Keys, cut_batch, load_batch, save_batch
+from settlement.batching import BatchState, Keys, cut_batch, group_of, load_batch, save_batch
 from settlement.netting import flows_from_routes, net_flows
 from settlement.submitter import (
     CONFIRM_LOCK,
@@ -156,17 +157,23 @@ def _tick(r: Any, chain_id: int) -> str:
         if doc is None:
             r.delete(Keys.lock(chain_id))
             return "stale lock"
-        state = doc["state"]
-        if state == BatchState.CUT and not r.exists(Keys.proving(chain_id, n)) and time.time() - doc["cutAt"] > PROVE_STALL_SECONDS:
+        # The lock holds a batch, or the first batch of a group cut together.
+        docs = [doc] + [load_batch(r, chain_id, m) for m in group_of(doc)[1:]]
+        for d in docs:
+            if d is None:
+                continue
+            m = int(d["number"])
+            stalled = d["state"] == BatchState.CUT and not r.exists(Keys.proving(chain_id, m)) and time.time() - d["cutAt"] > PROVE_STALL_SECONDS
             # Nobody is proving it (the prover died, or the task was lost): queue it again.
-            if r.set(f"stl:{chain_id}:requeue:{n}", "1", nx=True, ex=int(PROVE_STALL_SECONDS) + 2):
-                log.warning("chain %d batch %d: no prover heartbeat; re-queued", chain_id, n)
-                prove.apply_async((chain_id, n), queue="prove")
-        elif state == BatchState.PROVED and r.set(f"stl:{chain_id}:resubmit:{n}", "1", nx=True, ex=5):
+            if stalled and r.set(f"stl:{chain_id}:requeue:{m}", "1", nx=True, ex=int(PROVE_STALL_SECONDS) + 2):
+                log.warning("chain %d batch %d: no prover heartbeat; re-queued", chain_id, m)
+                prove.apply_async((chain_id, m), queue="prove")
+        states = [d["state"] if d is not None else "missing" for d in docs]
+        if set(states) == {BatchState.PROVED} and r.set(f"stl:{chain_id}:resubmit:{n}", "1", nx=True, ex=5):
             submit.apply_async((chain_id, n), queue="settle")
-        elif state in (BatchState.REVERTED, BatchState.FINAL):
+        elif set(states) <= {BatchState.REVERTED, BatchState.FINAL, "missing"}:
             r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, Keys.lock(chain_id), str(n))
-        return f"in flight {n}:{state}"
+        return f"in flight {n}:{'/'.join(states)}"
     policy = prover_service.measured_policy(
         r, policy_for(chain_id, ctx.block_time, ctx.finality_depth, target_batch=get_settings().settlement_batch_size)
     )
@@ -189,9 +196,12 @@ def _tick(r: Any, chain_id: int) -> str:
         save_batch(r, doc)
     except Exception:
         log.exception("chain %d batch %d: netting report failed", chain_id, doc["number"])
-    log.info("chain %d batch %d cut: [%d,+%d) after %.2fs", chain_id, doc["number"], doc["start"], doc["count"], doc["oldestWait"])
-    prove.apply_async((chain_id, doc["number"]), queue="prove")
-    return f"cut {doc['number']}"
+    group = group_of(doc)
+    log.info("chain %d batch %d cut: [%d,+%d) after %.2fs%s", chain_id, doc["number"], doc["start"], doc["count"], doc["oldestWait"],
+             f"; group {group} (backlog beyond one batch, settled in one transaction)" if len(group) > 1 else "")
+    for m in group:  # each member on the prove queue: two prove workers take two at once
+        prove.apply_async((chain_id, m), queue="prove")
+    return f"cut {'+'.join(str(m) for m in group)}"
 
 
 @shared_task(name="settlement.prove", ignore_result=True)
