@@ -1,12 +1,13 @@
-"""JSON responses serialised once with the standard library, skipping FastAPI's generic
-encoder (which walks every value of a large quote document again)."""
+"""JSON responses serialised once (app.json_codec), skipping FastAPI's generic encoder
+(which walks every value of a large quote document again)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi.responses import Response
+
+from app.json_codec import dumps
 
 __all__ = ["JsonBytes"]
 
@@ -15,4 +16,4 @@ class JsonBytes(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
+        return dumps(content)

@@ -4,6 +4,7 @@ checksummed. Amounts stay strings here; `parse_amount` gives them their error co
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated
 
 from eth_utils import is_checksum_address, to_checksum_address
@@ -14,7 +15,9 @@ __all__ = ["AddressStr", "QuoteBody", "QuoteQuery"]
 _HEX40 = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
+@lru_cache(maxsize=8192)
 def _address(v: str) -> str:
+    # Cached: EIP-55 costs two keccaks and traders send the same few addresses again.
     if not _HEX40.match(v):
         raise ValueError("must be a 0x-prefixed 20-byte hex address")
     if v[2:] != v[2:].lower() and v[2:] != v[2:].upper() and not is_checksum_address(v):

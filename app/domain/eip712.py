@@ -11,11 +11,11 @@ contract of the chain the signature is used on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from coincurve import PrivateKey, PublicKey
-from eth_hash.auto import keccak
+from Crypto.Hash import keccak as _keccak
 
 __all__ = [
     "Domain",
@@ -28,6 +28,12 @@ __all__ = [
 ]
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def keccak(data: bytes) -> bytes:
+    """Keccak-256. pycryptodome directly: eth-hash's wrapper checks its argument through
+    two decorators on every call, which costs more than hashing 200 bytes."""
+    return bytes(_keccak.new(digest_bits=256, data=data).digest())
 
 
 class SignatureError(ValueError):
@@ -125,11 +131,15 @@ def typed_digest(domain: Domain, struct: StructType, values: dict[str, Any]) -> 
 
 def sign_digest(private_key: str | bytes, digest: bytes) -> str:
     """65-byte r‖s‖v signature (v = 27/28), hex with 0x."""
-    key = PrivateKey(
-        bytes.fromhex(private_key[2:]) if isinstance(private_key, str) else private_key
-    )
-    sig = key.sign_recoverable(digest, hasher=None)
+    sig = _private_key(private_key).sign_recoverable(digest, hasher=None)
     return "0x" + (sig[:64] + bytes([sig[64] + 27])).hex()
+
+
+@lru_cache(maxsize=64)
+def _private_key(private_key: str | bytes) -> PrivateKey:
+    # Building a PrivateKey derives its public keys: a third of a signature's cost, and
+    # the operator signs every quote and receipt with the same key.
+    return PrivateKey(bytes.fromhex(private_key[2:]) if isinstance(private_key, str) else private_key)
 
 
 def recover(digest: bytes, signature: str | bytes) -> str:
@@ -164,6 +174,7 @@ def address_of_key(private_key: str) -> str:
     return _checksum(keccak(pub.format(compressed=False)[1:])[-20:])
 
 
+@lru_cache(maxsize=4096)
 def _checksum(addr20: bytes) -> str:
     hexaddr = addr20.hex()
     h = keccak(hexaddr.encode()).hex()

@@ -6,7 +6,6 @@ No chain is called here: the book is the adapters' in-memory view.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -40,19 +39,6 @@ MAX_AMOUNT = 2**128
 class QuoteStore(Protocol):
     async def put(self, quote_id: str, doc: dict[str, Any], ttl: int) -> None: ...
     async def get(self, quote_id: str) -> dict[str, Any] | None: ...
-
-
-class RedisQuoteStore:
-    def __init__(self, redis: Any, prefix: str = "quote:") -> None:
-        self.redis = redis
-        self.prefix = prefix
-
-    async def put(self, quote_id: str, doc: dict[str, Any], ttl: int) -> None:
-        await self.redis.set(self.prefix + quote_id, json.dumps(doc, separators=(",", ":")), ex=ttl)
-
-    async def get(self, quote_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.prefix + quote_id)
-        return json.loads(raw) if raw else None
 
 
 def parse_amount(value: object, name: str) -> int:
