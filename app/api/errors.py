@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["STATUS", "ApiError", "ErrorCode", "error_body", "install_error_handlers"]
+__all__ = ["STATUS", "ApiError", "ErrorCode", "error_body", "install_error_handlers", "to_api_error", "validation_error"]
 
 log = logging.getLogger("crossbook.api")
 
@@ -123,12 +123,25 @@ def _response(request: Request, err: ApiError) -> JSONResponse:
     )
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+def validation_error(errors: Any) -> ApiError:
+    """INVALID_REQUEST with one detail per offending field (pydantic's error list)."""
     out = []
-    for e in exc.errors():
+    for e in errors:
         loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
         out.append({"field": ".".join(loc) or "body", "issue": e.get("msg", "invalid"), "type": e.get("type", "")})
-    return out
+    return ApiError(ErrorCode.INVALID_REQUEST, "request failed validation", out)
+
+
+def to_api_error(exc: Exception, request_id: str, path: str) -> ApiError:
+    """Any exception a handler raised, as the error it leaves as (logged when unexpected)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        # Nothing was confirmed: the ledger step is atomic, so the client may retry.
+        log.warning("redis unavailable", extra={"requestId": request_id, "error": str(exc)})
+        return ApiError(ErrorCode.STORAGE_UNAVAILABLE, "order storage is unavailable; retry", headers={"Retry-After": "1"})
+    log.exception("unhandled error", extra={"requestId": request_id, "path": path}, exc_info=exc)
+    return ApiError(ErrorCode.INTERNAL, "internal error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -138,7 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _response(request, ApiError(ErrorCode.INVALID_REQUEST, "request failed validation", _validation_details(exc)))
+        return _response(request, validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -149,18 +162,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
-    async def _storage(request: Request, exc: Exception) -> JSONResponse:
-        # Nothing was confirmed: the ledger step is atomic, so the client may retry.
-        log.warning("redis unavailable", extra={"requestId": _request_id(request), "error": str(exc)})
-        return _response(
-            request,
-            ApiError(ErrorCode.STORAGE_UNAVAILABLE, "order storage is unavailable; retry", headers={"Retry-After": "1"}),
-        )
-
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = _request_id(request)
-        log.exception("unhandled error", extra={"requestId": rid, "path": request.url.path})
-        return JSONResponse(
-            error_body(ErrorCode.INTERNAL, "internal error", [], rid), status_code=500, headers={"X-Request-Id": rid}
-        )
+    async def _other(request: Request, exc: Exception) -> JSONResponse:
+        return _response(request, to_api_error(exc, _request_id(request), request.url.path))

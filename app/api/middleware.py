@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import STATUS, ErrorCode, error_body
 
-__all__ = ["EdgeMiddleware", "TokenBucket"]
+__all__ = ["ASGIApp", "EdgeMiddleware", "Receive", "Scope", "Send", "TokenBucket", "TooLarge"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +108,7 @@ class EdgeMiddleware:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
-                    raise _TooLarge()
+                    raise TooLarge()
             return msg
 
         return wrapped
@@ -122,7 +122,7 @@ class EdgeMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(StarletteHTTPException):
+class TooLarge(StarletteHTTPException):
     """Raised while the body streams in (no or lying Content-Length); FastAPI's
     exception layer turns it into the PAYLOAD_TOO_LARGE envelope."""
 

@@ -14,7 +14,7 @@ from app.services.quotes import QuoteRequest
 router = APIRouter(tags=["quotes"])
 
 
-def _request(body: QuoteBody) -> QuoteRequest:
+def quote_request(body: QuoteBody) -> QuoteRequest:
     return QuoteRequest(
         sell_chain_id=body.sellChainId,
         sell_token=body.sellToken,
@@ -32,9 +32,9 @@ def _request(body: QuoteBody) -> QuoteRequest:
 
 @router.post("/v1/quote", summary="Quote a swap across every chain's liquidity", response_class=JsonBytes)
 async def post_quote(body: QuoteBody, services: ServicesDep) -> JsonBytes:
-    return JsonBytes(await services.quotes.quote(_request(body)))
+    return JsonBytes(await services.quotes.quote(quote_request(body)))
 
 
 @router.get("/v1/quote", summary="Quote a swap (query-parameter form)", response_class=JsonBytes)
 async def get_quote(params: Annotated[QuoteQuery, Query()], services: ServicesDep) -> JsonBytes:
-    return JsonBytes(await services.quotes.quote(_request(params)))
+    return JsonBytes(await services.quotes.quote(quote_request(params)))

@@ -27,7 +27,7 @@ def _any_uint(value: str, name: str) -> int:
     return int(value)
 
 
-def _order(body: OrderBody) -> Order:
+def order_from_body(body: OrderBody) -> Order:
     return Order(
         trader=body.trader,
         sell_chain_id=body.sellChainId,
@@ -47,7 +47,7 @@ def _order(body: OrderBody) -> Order:
     "/v1/swap", summary="Confirm a signed order against its quote (instant, durable, signed receipt)", response_class=JsonBytes
 )
 async def swap(body: SwapBody, services: ServicesDep) -> JsonBytes:
-    return JsonBytes(await services.orders.confirm(body.quoteId, _order(body.order), body.signature))
+    return JsonBytes(await services.orders.confirm(body.quoteId, order_from_body(body.order), body.signature))
 
 
 @router.get("/v1/orders/{order_id}", summary="An order's state, legs, confirmations and receipt")
