@@ -22,7 +22,7 @@ is not quoted twice) and holds the payout inventory.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 from app.domain.routing.curves import cached_curve
@@ -101,6 +101,14 @@ def _frozen(d: Mapping) -> Mapping:
     return MappingProxyType(dict(d))
 
 
+def _sum_holds(reservations: Iterable[Reservation]) -> dict[tuple[ChainId, AssetSymbol], int]:
+    total: dict[tuple[ChainId, AssetSymbol], int] = {}
+    for r in reservations:
+        for h in r.holds:
+            total[(h.chain, h.symbol)] = total.get((h.chain, h.symbol), 0) + h.amount
+    return total
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class VirtualBook:
     """One version of the whole book.  Build with `VirtualBook()` and the `with_*` updates."""
@@ -116,16 +124,15 @@ class VirtualBook:
     _next_expiry: int | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._index_sources()
+        object.__setattr__(self, "_reserved", _sum_holds(self.reservations.values()))
+
+    def _index_sources(self) -> None:
         by_pair: dict[AssetPair, list[str]] = {}
         for sid in sorted(self.sources):
             t0, t1 = self.sources[sid].tokens
             by_pair.setdefault(AssetPair.of(t0.symbol, t1.symbol), []).append(sid)
-        reserved: dict[tuple[ChainId, AssetSymbol], int] = {}
-        for r in self.reservations.values():
-            for h in r.holds:
-                reserved[(h.chain, h.symbol)] = reserved.get((h.chain, h.symbol), 0) + h.amount
         object.__setattr__(self, "_by_pair", {p: tuple(ids) for p, ids in by_pair.items()})
-        object.__setattr__(self, "_reserved", reserved)
         times = [
             t
             for s in self.sources.values()
@@ -134,8 +141,30 @@ class VirtualBook:
         ]
         object.__setattr__(self, "_next_expiry", min(times) if times else None)
 
-    def _next(self, **changes: object) -> VirtualBook:
-        return replace(self, version=self.version + 1, **changes)  # type: ignore[arg-type]
+    def _next(
+        self, *, bump: bool = True, reserved: Mapping[tuple[ChainId, AssetSymbol], int] | None = None, **changes: object
+    ) -> VirtualBook:
+        """The next version with `changes`. Derived indexes are carried over unless what
+        they derive from changed: a swap's reservation must not cost a pass over every
+        source and every other open reservation (thousands, under load)."""
+        nxt = object.__new__(VirtualBook)
+        for name in _FIELDS:
+            object.__setattr__(nxt, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            raise TypeError(f"unknown book fields {sorted(changes)}")
+        object.__setattr__(nxt, "version", self.version + 1 if bump else self.version)
+        if nxt.sources is self.sources:
+            object.__setattr__(nxt, "_by_pair", self._by_pair)
+            object.__setattr__(nxt, "_next_expiry", self._next_expiry)
+        else:
+            nxt._index_sources()
+        if reserved is not None:
+            object.__setattr__(nxt, "_reserved", reserved)
+        elif nxt.reservations is self.reservations:
+            object.__setattr__(nxt, "_reserved", self._reserved)
+        else:
+            object.__setattr__(nxt, "_reserved", _sum_holds(nxt.reservations.values()))
+        return nxt
 
     # -- updates (each returns the next version) ---------------------------------------
 
@@ -152,7 +181,7 @@ class VirtualBook:
         book = self.with_assets(*(t for s in sources for t in s.tokens))
         merged = dict(book.sources)
         merged.update({s.id: s for s in sources})
-        return replace(book, sources=_frozen(merged))
+        return book._next(bump=False, sources=_frozen(merged))
 
     def without_sources(self, *ids: str) -> VirtualBook:
         return self._next(sources=_frozen({k: v for k, v in self.sources.items() if k not in ids}))
@@ -175,31 +204,65 @@ class VirtualBook:
         self, reservation_id: str, trades: Iterable[Trade] = (), holds: Iterable[Hold] = ()
     ) -> VirtualBook:
         """Apply `trades` to their sources and hold payout inventory, atomically."""
-        if reservation_id in self.reservations:
-            raise BookError(f"reservation {reservation_id} exists")
-        trades, holds = tuple(trades), tuple(holds)
-        need: dict[tuple[ChainId, AssetSymbol], int] = {}
-        for h in holds:
-            need[(h.chain, h.symbol)] = need.get((h.chain, h.symbol), 0) + h.amount
-        for (chain, sym), amount in need.items():
-            free = self.available_inventory(chain, sym)
-            if amount > free:
-                raise InsufficientInventory(f"{sym}@{chain}: need {amount}, free {free}")
-        srcs = dict(self.sources)
-        for t in trades:
-            srcs[t.source_id] = srcs[t.source_id].apply(t)
-        res = dict(self.reservations)
-        res[reservation_id] = Reservation(reservation_id, trades, holds)
-        return self._next(sources=_frozen(srcs), reservations=_frozen(res))
+        return self._reserve_all([Reservation(reservation_id, tuple(trades), tuple(holds))], strict=True)[0]
 
-    def release(self, reservation_id: str) -> VirtualBook:
-        """Free a reservation's inventory holds.
+    def reserve_many(self, reservations: Iterable[Reservation]) -> tuple[VirtualBook, tuple[Reservation, ...]]:
+        """Reserve several in one version, in order. One that no longer fits (its payout
+        exceeds the free inventory, or a traded source is gone) is kept without trades or
+        holds, and returned: the caller decided on it against an earlier view."""
+        return self._reserve_all(list(reservations), strict=False)
+
+    def _reserve_all(self, items: list[Reservation], *, strict: bool) -> tuple[VirtualBook, tuple[Reservation, ...]]:
+        res = dict(self.reservations)
+        srcs: dict[str, Source] | None = None
+        reserved = dict(self._reserved)
+        dropped: list[Reservation] = []
+        for r in items:
+            if r.id in res:
+                raise BookError(f"reservation {r.id} exists")
+            try:
+                need = _sum_holds([r])
+                for (chain, sym), amount in need.items():
+                    free = self._free(chain, sym, reserved)
+                    if amount > free:
+                        raise InsufficientInventory(f"{sym}@{chain}: need {amount}, free {free}")
+                if r.trades:
+                    staged = dict(self.sources if srcs is None else srcs)
+                    for t in r.trades:
+                        staged[t.source_id] = staged[t.source_id].apply(t)
+                    srcs = staged
+            except (InsufficientInventory, KeyError, InsufficientLiquidity):
+                if strict:
+                    raise
+                dropped.append(r)
+                r = Reservation(r.id)
+                need = {}
+            for key, amount in need.items():
+                reserved[key] = reserved.get(key, 0) + amount
+            res[r.id] = r
+        sources = self.sources if srcs is None else _frozen(srcs)
+        return self._next(reserved=reserved, reservations=_frozen(res), sources=sources), tuple(dropped)
+
+    def _free(self, chain: ChainId, symbol: AssetSymbol, reserved: Mapping[tuple[ChainId, AssetSymbol], int]) -> int:
+        if not self.is_available(chain):
+            return 0
+        return self.inventory.get((chain, symbol), 0) - reserved.get((chain, symbol), 0)
+
+    def release(self, *reservation_ids: str) -> VirtualBook:
+        """Free reservations' inventory holds (unknown ids are ignored).
 
         Source state is not rolled back: pool reserves come back from the chain adapters
         (which see the settled or absent trade), and consumed maker levels stay consumed.
         """
-        res = {k: v for k, v in self.reservations.items() if k != reservation_id}
-        return self._next(reservations=_frozen(res))
+        gone = [self.reservations[i] for i in reservation_ids if i in self.reservations]
+        if not gone:
+            return self
+        drop = {r.id for r in gone}
+        res = {k: v for k, v in self.reservations.items() if k not in drop}
+        reserved = dict(self._reserved)
+        for key, amount in _sum_holds(gone).items():
+            reserved[key] -= amount
+        return self._next(reservations=_frozen(res), reserved=reserved)
 
     def expire(self, now: int) -> VirtualBook:
         """Drop market-maker levels that expired at or before `now` (same book if none)."""
@@ -297,3 +360,7 @@ class VirtualBook:
             base, quote = (x, y) if selling_base else (y, x)
             out.append(DepthLevel(int(price * PRICE_SCALE), int(base), int(quote)))
         return tuple(out)
+
+
+# The constructor's fields, which `VirtualBook._next` carries from version to version.
+_FIELDS = tuple(f.name for f in fields(VirtualBook) if f.init)

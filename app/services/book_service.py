@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adapters.chain import ChainAdapter, ChainUpdate
-from app.domain.book import Hold, InsufficientInventory, VirtualBook
+from app.domain.book import Hold, InsufficientInventory, Reservation, VirtualBook
 from app.domain.sources import LadderSource, Source, Trade
 from app.domain.types import Address, Asset, AssetSymbol, ChainId
 from app.manifest import Manifest
@@ -68,7 +68,12 @@ class BookService:
         # new block never "un-reserves" liquidity that confirmed orders hold.
         self.chain_sources: dict[str, Source] = {}
         self.pending: dict[str, tuple[Trade, ...]] = {}
-        self._queue: dict[str, tuple[tuple[Trade, ...], tuple[Hold, ...]]] = {}
+        # The same trades by source, for re-applying them when the chain moves a pool.
+        self._pending_on: dict[str, dict[tuple[str, int], Trade]] = {}
+        self._queue: dict[str, Reservation] = {}
+        self._queued_holds: dict[tuple[ChainId, AssetSymbol], int] = {}
+        self._releases: set[str] = set()
+        self._tracking: dict[tuple[int, str], asyncio.Future[None]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self.adapters = {
             c.chain_id: ChainAdapter(c, self.apply, gas_units=gas_units, stall_after=stall_after)
@@ -108,17 +113,15 @@ class BookService:
 
     def _with_pending(self, source_id: str) -> Source:
         src = self.chain_sources[source_id]
-        for trades in self.pending.values():
-            for t in trades:
-                if t.source_id == source_id:
-                    src = src.apply(t)
+        for trade in self._pending_on.get(source_id, {}).values():
+            src = src.apply(trade)
         return src
 
     # Confirmations join the book in batches: every new book version costs the router a
     # plan rebuild on the next quote, so one version per confirmation would make each
     # quote after a swap pay for it. Inventory is checked at once against what is free
     # (the Lua step in Redis stays the authority); the book shows the trades within
-    # FLUSH_SECONDS.
+    # FLUSH_SECONDS. Releases (settled orders) are batched the same way.
     FLUSH_SECONDS = 0.05
 
     def reserve(self, reservation_id: str, trades: Sequence[Trade], holds: Sequence[Hold], *, now: bool = False) -> None:
@@ -128,10 +131,15 @@ class BookService:
         for h in holds:
             need[(h.chain, h.symbol)] = need.get((h.chain, h.symbol), 0) + h.amount
         for (chain, sym), amount in need.items():
-            free = self.book.available_inventory(chain, sym) - self._queued_holds(chain, sym)
+            free = self.book.available_inventory(chain, sym) - self._queued_holds.get((chain, sym), 0)
             if amount > free:
                 raise InsufficientInventory(f"{sym}@{chain}: need {amount}, free {free}")
-        self._queue[reservation_id] = (tuple(trades), tuple(holds))
+        self._queue[reservation_id] = Reservation(reservation_id, tuple(trades), tuple(holds))
+        for key, amount in need.items():
+            self._queued_holds[key] = self._queued_holds.get(key, 0) + amount
+        self._schedule(now)
+
+    def _schedule(self, now: bool) -> None:
         if now:
             self.flush()
         elif self._flush_handle is None:
@@ -142,54 +150,82 @@ class BookService:
             else:
                 self._flush_handle = loop.call_later(self.FLUSH_SECONDS, self.flush)
 
-    def _queued_holds(self, chain: ChainId, symbol: AssetSymbol) -> int:
-        return sum(h.amount for _, holds in self._queue.values() for h in holds if h.chain == chain and h.symbol == symbol)
-
     def flush(self) -> None:
-        """Apply every queued reservation to the book: one new version for all of them."""
-        self._flush_handle = None
-        queue, self._queue = self._queue, {}
+        """Apply every queued reservation and release to the book: one new version."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        queue, self._queue, self._queued_holds = self._queue, {}, {}
+        releases, self._releases = self._releases, set()
         book = self.book
-        for rid, (trades, holds) in queue.items():
-            try:
-                book = book.reserve(rid, trades, holds)
-            except (InsufficientInventory, KeyError) as e:
+        if releases:
+            book = self._released(book, releases)
+        if queue:
+            book, dropped = book.reserve_many(queue.values())
+            for r in dropped:
                 # The chain moved under it since the check (inventory left the vault, a
                 # source vanished): the order stands (Redis holds it), the view is partial.
-                log.warning("reservation applied without its trades", extra={"reservationId": rid, "error": str(e)})
-                book = book.reserve(rid, (), ())
-                trades = ()
-            self.pending[rid] = trades
+                log.warning("reservation applied without its trades", extra={"reservationId": r.id})
+                queue[r.id] = Reservation(r.id)
+            for rid, r in queue.items():
+                self.pending[rid] = r.trades
+                for k, trade in enumerate(r.trades):
+                    self._pending_on.setdefault(trade.source_id, {})[(rid, k)] = trade
         self.book = book
 
     @property
     def open_reservations(self) -> int:
-        return len(self.pending) + len(self._queue)
+        return len(self.pending) + len(self._queue) - len(self._releases)
 
     def release(self, reservation_id: str) -> None:
-        """Drop a reservation (refused, settled or failed order)."""
-        if self._queue.pop(reservation_id, None) is not None:
+        """Drop a reservation (refused, settled or failed order). A queued one goes at
+        once; an applied one leaves the book with the next flush."""
+        r = self._queue.pop(reservation_id, None)
+        if r is not None:
+            for h in r.holds:
+                self._queued_holds[(h.chain, h.symbol)] -= h.amount
             return
-        if reservation_id not in self.pending:
-            return
-        trades = self.pending.pop(reservation_id, ())
-        book = self.book.release(reservation_id)
-        touched = {t.source_id for t in trades if t.source_id in self.chain_sources}
+        if reservation_id in self.pending:
+            self._releases.add(reservation_id)
+            self._schedule(False)
+
+    def _released(self, book: VirtualBook, ids: set[str]) -> VirtualBook:
+        book = book.release(*ids)
+        touched: set[str] = set()
+        for rid in ids:
+            for k, trade in enumerate(self.pending.pop(rid, ())):
+                on = self._pending_on.get(trade.source_id)
+                if on is not None:
+                    on.pop((rid, k), None)
+                    if not on:
+                        del self._pending_on[trade.source_id]
+                if trade.source_id in self.chain_sources:
+                    touched.add(trade.source_id)
         if touched:
             book = book.with_sources(*(self._with_pending(sid) for sid in sorted(touched)))
-        self.book = book
+        return book
 
     async def funds(self, chain_id: int, token: str, account: str) -> tuple[int, int]:
         """(balance, allowance to the vault) of `account` in `token` on `chain_id`, from the
-        adapter's view; on a miss, one RPC batch, after which the adapter follows it."""
+        adapter's view; on a miss, one RPC batch, after which the adapter follows it.
+        Concurrent misses for one account share that batch (a burst of a new trader's
+        swaps must not become a burst of RPCs)."""
         key = (chain_id, token.lower(), account.lower())
         if key not in self.balances or key not in self.allowances:
-            balances, allowances = await self.adapters[chain_id].track(account)
-            for (tok, acc), v in balances.items():
-                self.balances.setdefault((chain_id, tok, acc), v)
-            for (tok, acc), v in allowances.items():
-                self.allowances.setdefault((chain_id, tok, acc), v)
+            track_key = (chain_id, account.lower())
+            task = self._tracking.get(track_key)
+            if task is None:
+                task = self._tracking[track_key] = asyncio.ensure_future(self._track(chain_id, account))
+                task.add_done_callback(lambda _t: self._tracking.pop(track_key, None))
+            await asyncio.shield(task)
         return self.balances[key], self.allowances[key]
+
+    async def _track(self, chain_id: int, account: str) -> None:
+        balances, allowances = await self.adapters[chain_id].track(account)
+        for (tok, acc), v in balances.items():
+            self.balances.setdefault((chain_id, tok, acc), v)
+        for (tok, acc), v in allowances.items():
+            self.allowances.setdefault((chain_id, tok, acc), v)
 
     # -- market-maker ladders (the maker hub owns them; the router prices them like pools) --
 

@@ -260,13 +260,14 @@ class OrderService:
             buy_chain = doc["legs"][1]["chainId"]
             holds = [Hold(ChainId(buy_chain), AssetSymbol(doc["buySymbol"]), int(doc["buyAmount"]))]
             try:
-                self.books.reserve(doc["id"], trades, holds, now=True)
+                self.books.reserve(doc["id"], trades, holds)
             except (InsufficientInventory, KeyError) as e:
                 # The chain moved under a reservation while we were down: keep the order
                 # (it is confirmed and settles from the vault), only the view is partial.
                 log.warning("could not restore a reservation", extra={"orderId": doc["id"], "error": str(e)})
-                self.books.reserve(doc["id"], [], [], now=True)
+                self.books.reserve(doc["id"], [], [])
             n += 1
+        self.books.flush()  # one book version for all of them
         return n
 
     # -- status --------------------------------------------------------------------------

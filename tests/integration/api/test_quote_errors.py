@@ -73,7 +73,7 @@ def test_malformed_json_and_oversized_bodies(api: Any) -> None:
 
 @pytest.fixture
 def limited_api(devnet: Devnet, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[ApiProcess]:
-    proc = ApiProcess(devnet.manifest_path, redis_server.url, tmp_path, CROSSBOOK_RATE_LIMIT_PER_SECOND="2", CROSSBOOK_RATE_LIMIT_BURST="5")
+    proc = ApiProcess(devnet.manifest_path, redis_server.url, tmp_path, CROSSBOOK_RATE_LIMIT_PER_SECOND="0.2", CROSSBOOK_RATE_LIMIT_BURST="5")
     try:
         yield proc
     finally:

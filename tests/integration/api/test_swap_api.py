@@ -15,6 +15,7 @@ from web3 import Web3
 from app.client import ApiCallError, CrossbookClient, order_from_quote, sign_order, swap_body
 from app.domain.eip712 import Domain, recover
 from app.domain.receipt import Receipt
+from app.services.book_service import BookService
 from scripts.build_contracts import load_artifact
 from scripts.devnet.devnet import Devnet
 
@@ -170,6 +171,9 @@ def test_balance_and_allowance_are_checked_from_the_adapter_view(api: Any, clean
     # Two orders that each fit but together exceed the balance: the second is refused.
     half = balance // 2 + 1
     c.swap(_quote(c, m, trader, amount=half), trader.private_key)
+    # Confirmations reach the book in batches (BookService.FLUSH_SECONDS): quote on a book
+    # that shows the first order's trade, or the swap is refused as QUOTE_STALE instead.
+    time.sleep(3 * BookService.FLUSH_SECONDS)
     with pytest.raises(ApiCallError) as e:
         c.swap(_quote(c, m, trader, amount=half), trader.private_key)
     assert e.value.code == "INSUFFICIENT_BALANCE"
