@@ -3,14 +3,18 @@
 Per chain and token, the ledger expects
 
     vault balance = baseline + Σ settled pulls − Σ settled payouts
+                  + Σ MAKER_IN − Σ MAKER_OUT − Σ pool amounts in + Σ pool amounts out
 
 where the baseline is the vault's balance before its first batch (the inventory the
 deploy moved in), captured once while the on-chain cursor is still 0, and the sums are
-kept by the lifecycle as batches are mined (`stl:{chain}:expect`). Both sides are read at
+kept by the lifecycle (orders) and settlement/rebalance.py (maker and pool legs) as
+batches are mined (`stl:{chain}:expect`), from the vault's events. Both sides are read at
 one block, and only when the on-chain cursor at that block equals the end of the batches
 the ledger has applied: a batch mined but not yet applied (or reorged out) would show a
 difference that is only timing. Any real difference is logged as an alert and written
-to the report (`stl:{chain}:recon`), to the wei.
+to the report (`stl:{chain}:recon`), to the wei. The report also shows the chain's booked
+operator losses (failed pulls behind fast payouts, failed MAKER_INs: nothing moved, so
+they are no difference) and its failed pool trades.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from eth_hash.auto import keccak
 
-from settlement import lifecycle
+from settlement import lifecycle, rebalance
 from settlement.batching import Keys
 from settlement.submitter import ChainContext
 from settlement.vault import Reclaimed, decode_logs
@@ -89,6 +93,9 @@ def reconcile_chain(r: Any, ctx: ChainContext) -> dict[str, Any]:
         diffs += diff != 0
         tokens.append({"index": k, "token": t, "actual": str(actual), "expected": str(expected), "diff": str(diff)})
     report.update(status="ok" if diffs == 0 else "mismatch", tokens=tokens)
+    report["losses"] = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                        for k, v in r.hgetall(rebalance.losses_key(chain)).items()}
+    report["poolFailed"] = int(r.llen(rebalance.poolfailed_key(chain)))
     r.set(Keys.recon(chain), json.dumps(report))
     if diffs:
         log.error("ALERT reconcile chain %d at block %d: %d token(s) differ: %s", chain, block, diffs,

@@ -14,7 +14,6 @@ from Redis and does only what is still missing (see the services' docstrings).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,10 +29,9 @@ from celery.signals import celeryd_after_setup
 
 from app.manifest import Manifest
 from app.settings import get_settings
-from settlement import lifecycle, prover_service
+from settlement import lifecycle, prover_service, rebalance
 from settlement import reconcile as reconcile_service
-from settlement.batching import BatchState, Keys, cut_batch, group_of, load_batch, save_batch
-from settlement.netting import flows_from_routes, net_flows
+from settlement.batching import BatchState, Keys, cut_batch, group_of, load_batch
 from settlement.submitter import (
     CONFIRM_LOCK,
     ChainContext,
@@ -116,17 +114,6 @@ def _idem(key: str, ttl: int = 86400) -> bool:
     return bool(redis_client().set(Keys.idem(key), "1", nx=True, ex=ttl))
 
 
-def _netting(r: Any, ctx: ChainContext, doc: dict[str, Any]) -> dict[str, Any]:
-    routes: list[dict[str, str]] = []
-    for leg in doc["legs"]:
-        if leg["kind"] != "pull":
-            continue
-        raw = r.get(Keys.order(leg["orderId"]))
-        if raw:
-            routes.extend(json.loads(raw).get("route", []))
-    return net_flows(flows_from_routes(routes, ctx.extra["pools"], chain_id=ctx.chain_id)).to_json()
-
-
 @shared_task(name="settlement.tick", autoretry_for=_RPC_ERRORS, retry_backoff=True, max_retries=3, ignore_result=True)
 def tick(chain_id: int) -> str:
     r = redis_client()
@@ -186,16 +173,12 @@ def _tick(r: Any, chain_id: int) -> str:
         # A reorged batch is being re-sent: the cursor will move past it, cut after that.
         return "waiting for a re-sent batch"
     cursor = ctx.port.cursor(ctx.vault)
-    doc = cut_batch(r, policy, cursor)
+    # Pending pool flows are netted into POOL legs as the batch is cut (report: `netting`).
+    doc = cut_batch(r, policy, cursor, hook=rebalance.netting_hook(r, chain_id, ctx.asset_index))
     if doc is None:
         if int(r.get(Keys.log_next(chain_id)) or 0) <= cursor[0] and send_confirms(r, ctx):
             return "confirms sent"
         return "idle"
-    try:
-        doc["netting"] = _netting(r, ctx, doc)
-        save_batch(r, doc)
-    except Exception:
-        log.exception("chain %d batch %d: netting report failed", chain_id, doc["number"])
     group = group_of(doc)
     log.info("chain %d batch %d cut: [%d,+%d) after %.2fs%s", chain_id, doc["number"], doc["start"], doc["count"], doc["oldestWait"],
              f"; group {group} (backlog beyond one batch, settled in one transaction)" if len(group) > 1 else "")
