@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
+from immutables import Map
+
 from app.domain.routing.curves import cached_curve
 from app.domain.sources import PRICE_SCALE, InsufficientLiquidity, LadderSource, Source, Trade
 from app.domain.types import Asset, AssetPair, AssetSymbol, ChainId
@@ -117,13 +119,17 @@ class VirtualBook:
     assets: Mapping[tuple[AssetSymbol, ChainId], Asset] = field(default_factory=dict)
     sources: Mapping[str, Source] = field(default_factory=dict)
     inventory: Mapping[tuple[ChainId, AssetSymbol], int] = field(default_factory=dict)
-    reservations: Mapping[str, Reservation] = field(default_factory=dict)
+    # A persistent map: a new version shares it but for the changed entries (thousands of
+    # orders are open under load; copying them per confirmation batch would dominate).
+    reservations: Mapping[str, Reservation] = field(default_factory=Map)
     chain_status: Mapping[ChainId, ChainStatus] = field(default_factory=dict)
     _by_pair: Mapping[AssetPair, tuple[str, ...]] = field(init=False, repr=False)
     _reserved: Mapping[tuple[ChainId, AssetSymbol], int] = field(init=False, repr=False)
     _next_expiry: int | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reservations, Map):
+            object.__setattr__(self, "reservations", Map(self.reservations))
         self._index_sources()
         object.__setattr__(self, "_reserved", _sum_holds(self.reservations.values()))
 
@@ -213,7 +219,8 @@ class VirtualBook:
         return self._reserve_all(list(reservations), strict=False)
 
     def _reserve_all(self, items: list[Reservation], *, strict: bool) -> tuple[VirtualBook, tuple[Reservation, ...]]:
-        res = dict(self.reservations)
+        assert isinstance(self.reservations, Map)
+        res = self.reservations.mutate()
         srcs: dict[str, Source] | None = None
         reserved = dict(self._reserved)
         dropped: list[Reservation] = []
@@ -241,7 +248,7 @@ class VirtualBook:
                 reserved[key] = reserved.get(key, 0) + amount
             res[r.id] = r
         sources = self.sources if srcs is None else _frozen(srcs)
-        return self._next(reserved=reserved, reservations=_frozen(res), sources=sources), tuple(dropped)
+        return self._next(reserved=reserved, reservations=res.finish(), sources=sources), tuple(dropped)
 
     def _free(self, chain: ChainId, symbol: AssetSymbol, reserved: Mapping[tuple[ChainId, AssetSymbol], int]) -> int:
         if not self.is_available(chain):
@@ -257,12 +264,14 @@ class VirtualBook:
         gone = [self.reservations[i] for i in reservation_ids if i in self.reservations]
         if not gone:
             return self
-        drop = {r.id for r in gone}
-        res = {k: v for k, v in self.reservations.items() if k not in drop}
+        assert isinstance(self.reservations, Map)
+        res = self.reservations.mutate()
+        for r in gone:
+            del res[r.id]
         reserved = dict(self._reserved)
         for key, amount in _sum_holds(gone).items():
             reserved[key] -= amount
-        return self._next(reservations=_frozen(res), reserved=reserved)
+        return self._next(reservations=res.finish(), reserved=reserved)
 
     def expire(self, now: int) -> VirtualBook:
         """Drop market-maker levels that expired at or before `now` (same book if none)."""
