@@ -67,6 +67,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     url: str | None = None
     ready: str | None = None  # an HTTP URL that answers 200 once the service is up
+    nice: int = 0  # CPU priority below the others (batch work that must not slow confirmations)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, log_dir: Path) -> None:
@@ -79,8 +80,13 @@ class Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # from the main thread: the death signal follows it
+                preexec_fn=self._preexec,  # from the main thread: the death signal follows it
             )
+
+    def _preexec(self) -> None:
+        die_with_parent()
+        if self.nice:
+            os.nice(self.nice)
 
     def wait_ready(self, log_dir: Path, timeout: float = 60.0) -> None:
         if self.ready is None:
@@ -173,7 +179,9 @@ class Stack:
             # every chain's window and the reconciliation.
             # Two workers: proofs (CPU) never hold up a chain's ticks and submissions.
             Service("worker-settle", [sys.executable, "-m", "app.cli", "worker", "--queues", "settle"], env),
-            Service("worker-prove", [sys.executable, "-m", "app.cli", "worker", "--queues", "prove"], env),
+            # The prover runs niced: on a small machine it would otherwise take the core
+            # the API needs, and a confirmation's milliseconds matter more than a proof's.
+            Service("worker-prove", [sys.executable, "-m", "app.cli", "worker", "--queues", "prove"], env, nice=10),
             Service("beat", [sys.executable, "-m", "app.cli", "beat"], env),
             # A market maker quoting ladders around the pools' mid prices, over the
             # maker WebSocket like any external maker.
