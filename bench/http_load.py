@@ -2,6 +2,7 @@
 process so the server under test is measured from outside.
 
     python -m bench.http_load quote --url http://127.0.0.1:8000 --manifest M --concurrency 50 --seconds 20
+    python -m bench.http_load quote-rate --url ... --manifest M --rate 1000 --concurrency 50   (open loop)
     python -m bench.http_load healthz --url ... --concurrency 50 --seconds 10      (baseline)
     python -m bench.http_load swap --url ... --manifest M --rate 200 --seconds 60
 
@@ -101,6 +102,56 @@ async def closed_loop(host: str, port: int, make: Any, concurrency: int, seconds
     return {"requests": n, "concurrency": concurrency, "seconds": seconds, "throughputPerSecond": round(n / seconds, 1), **percentiles(lat), "status": dict(codes)}
 
 
+async def open_loop(host: str, port: int, make: Any, rate: float, seconds: float, connections: int, warmup: float) -> dict[str, Any]:
+    """Requests arrive at a fixed rate whatever the server does (open loop), spread over
+    `connections` keep-alive connections. Latency runs from a request's due time, so time
+    spent waiting for a free connection counts (no coordinated omission)."""
+    lat: list[float] = []
+    codes: Counter[int] = Counter()
+    queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    t0 = time.perf_counter() + 0.05
+    t_measure = t0 + warmup
+
+    async def scheduler() -> None:
+        for k in range(int(rate * (seconds + warmup))):
+            due = t0 + k / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queue.put_nowait((k, due))
+        for _ in range(connections):
+            queue.put_nowait((-1, 0.0))
+
+    async def worker() -> None:
+        c = Conn(host, port)
+        await c.open()
+        while True:
+            k, due = await queue.get()
+            if k < 0:
+                return
+            method, path, body = make(k)
+            try:
+                status, _ = await c.request(method, path, body)
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                status = -1
+                c = Conn(host, port)
+            if due >= t_measure:
+                lat.append(time.perf_counter() - due)
+                codes[status] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(scheduler(), *(worker() for _ in range(connections)))
+    measured = time.perf_counter() - max(started, t_measure)
+    return {
+        "requests": len(lat),
+        "connections": connections,
+        "targetRate": rate,
+        "achievedRate": round(len(lat) / measured, 1) if measured > 0 else None,
+        **percentiles(lat),
+        "status": dict(codes),
+    }
+
+
 def quote_maker(manifest: dict[str, Any], amount: int) -> Any:
     chains = [c["chainId"] for c in manifest["chains"]]
     traders = [t["address"] for t in manifest["accounts"]["traders"]]
@@ -112,7 +163,8 @@ def quote_maker(manifest: dict[str, Any], amount: int) -> Any:
         sc, bc = rnd.choice(chains), rnd.choice(chains)
         dec = {"USDC": 6, "USDT": 6, "DAI": 18, "WETH": 18, "WBTC": 8}[sell]
         usd = {"USDC": 1, "USDT": 1, "DAI": 1, "WETH": 3000, "WBTC": 60000}[sell]
-        amt = max(1, amount * 10**dec // usd)
+        # Sizes vary (0.5x to 1.5x) so no two requests of a pair price the same amount.
+        amt = max(1, int(amount * 10**dec * (0.5 + rnd.random())) // usd)
         bodies.append(json.dumps({"sellChainId": sc, "sellToken": sell, "buyChainId": bc, "buyToken": buy, "sellAmount": str(amt), "taker": traders[k % len(traders)]}).encode())
     return lambda i: ("POST", "/v1/quote", bodies[i % len(bodies)])
 
@@ -199,7 +251,7 @@ async def swap_load(host: str, port: int, manifest: dict[str, Any], rate: float,
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["quote", "healthz", "swap"])
+    ap.add_argument("mode", choices=["quote", "quote-rate", "healthz", "swap"])
     ap.add_argument("--url", required=True)
     ap.add_argument("--manifest")
     ap.add_argument("--concurrency", type=int, default=50)
@@ -222,6 +274,8 @@ def main() -> None:
         doc = asyncio.run(closed_loop(host, port, lambda i: ("GET", "/healthz", b""), args.concurrency, args.seconds, args.warmup))
     elif args.mode == "quote":
         doc = asyncio.run(closed_loop(host, port, quote_maker(manifest, args.usd), args.concurrency, args.seconds, args.warmup))
+    elif args.mode == "quote-rate":
+        doc = asyncio.run(open_loop(host, port, quote_maker(manifest, args.usd), args.rate, args.seconds, args.concurrency, args.warmup))
     else:
         doc = asyncio.run(swap_load(host, port, manifest, args.rate, args.seconds, args.concurrency))
     text = json.dumps(doc)
