@@ -17,6 +17,7 @@ import json
 import logging
 from typing import Any
 
+from app.json_codec import loads
 from settlement.batching import Keys
 from settlement.zk.batch import capacity_for
 
@@ -80,7 +81,7 @@ class Followers:
         for k in range(0, len(ids), 500):  # MGET in chunks: one round trip per 500 orders
             chunk = ids[k : k + 500]
             for oid, raw in zip(chunk, await self.redis.mget([f"order:{o}" for o in chunk]), strict=True):
-                if raw and json.loads(raw).get("state") in RELEASE_STATES:
+                if raw and loads(raw).get("state") in RELEASE_STATES:  # orjson: thousands per pass
                     self.books.release(oid)
 
     async def _proof_times(self) -> None:

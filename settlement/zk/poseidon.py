@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from operator import add, mul
 
 from gmpy2 import mpz, powmod
 
@@ -43,14 +44,16 @@ def poseidon(inputs: Sequence[int]) -> int:
     p = _P_MPZ
     # gmpy2 integers: the same arithmetic, about 1.7x faster than Python ints at 254 bits
     # (this runs once per confirmed order, for its receipt's leaf hash).
+    # map() with operator functions keeps the per-element work in C: ~2x faster than
+    # generator expressions (this is on the confirmation path).
     s = [mpz(0), *(mpz(x % P) for x in inputs)]
     for r, rc in enumerate(rcs):
-        s = [a + c for a, c in zip(s, rc, strict=True)]
         if r < half or r >= last_partial:
-            s = [powmod(a, 5, p) for a in s]
+            s = [powmod(a + c, 5, p) for a, c in zip(s, rc, strict=True)]
         else:
+            s = list(map(add, s, rc))
             s[0] = powmod(s[0], 5, p)
-        s = [sum(m * a for m, a in zip(row, s, strict=True)) % p for row in mds]
+        s = [sum(map(mul, row, s)) % p for row in mds]
     return int(s[0])
 
 
