@@ -309,7 +309,9 @@ def cut_batch(
         docs.append(doc)
         head = new_head
     if report is not None:
-        docs[0]["netting"] = report
+        # On the batch that holds the POOL legs (appended last, so the group's last member).
+        first = min((int(x["index"]) for x in report.get("poolLegs", [])), default=None)
+        docs[next((k for k, d in enumerate(docs) if first is not None and d["start"] <= first < d["start"] + d["count"]), 0)]["netting"] = report
     with r.pipeline(transaction=True) as p:  # every member or none
         for doc in docs:
             save_batch(p, doc)
