@@ -75,6 +75,8 @@ log = logging.getLogger("crossbook.submitter")
 # Blocks without a receipt before a signed transaction is sent again.
 REBROADCAST_BLOCKS = 3
 MAX_CONFIRMS_PER_BATCH = 32
+# Longer than estimate + sign + send of one transaction (RPC timeouts are 10 s).
+SUBMIT_FLAG_TTL = 20
 
 
 class SubmitError(RuntimeError):
@@ -272,6 +274,25 @@ def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | Non
     if len(docs) != len(members) or any(d["state"] != BatchState.PROVED for d in docs):
         return doc  # the last member to be proven submits the group
     docs.sort(key=lambda d: int(d["start"]))
+    if len(docs) == 1:
+        return _sign_and_send(r, ctx, number, docs)
+    # One signer per group at a time: two provers finishing its members together queue
+    # two submissions, and the loser's allocated nonce would leave a gap. The loser just
+    # returns; the tick queues a fully proven group again within seconds.
+    flag = f"stl:{ctx.chain_id}:submitting"
+    if not r.set(flag, str(number), nx=True, ex=SUBMIT_FLAG_TTL):
+        return doc
+    try:
+        return _sign_and_send(r, ctx, number, docs)
+    finally:
+        r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, flag, str(number))
+
+
+def _sign_and_send(r: Any, ctx: ChainContext, number: int, docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    # Re-read under the flag: another submission may have signed these meanwhile.
+    docs = [d for d in (load_batch(r, ctx.chain_id, int(x["number"])) for x in docs) if d is not None]
+    if any(d["state"] != BatchState.PROVED for d in docs):
+        return load_batch(r, ctx.chain_id, number)
     confirms = sorted(int(x) for x in r.srandmember(Keys.confirms(ctx.chain_id), MAX_CONFIRMS_PER_BATCH) or [])
     data = _calldata(r, docs, confirms)
     tx: dict[str, Any] = {"from": ctx.operator, "to": ctx.vault, "data": "0x" + data.hex(), "chainId": ctx.chain_id}

@@ -164,3 +164,19 @@ def test_group_duplicate_reverts_every_member_and_frees_the_lock(setup: Any) -> 
     assert submit_batch(r, ctx, group_of(first)[1])["state"] == BatchState.REVERTED  # type: ignore[index]
     assert r.get(f"stl:{CHAIN}:reverts:0") == "1" and r.get(f"stl:{CHAIN}:reverts:64") is None
     assert r.get(Keys.lock(CHAIN)) is None
+
+
+def test_one_signer_per_group_at_a_time(setup: Any) -> None:
+    r, ctx, port = setup
+    _log(r, 100)
+    first = cut_batch(r, POLICY, (0, genesis_head(CHAIN)))
+    assert first is not None
+    a, b = group_of(first)
+    _prove(r, a)
+    _prove(r, b)
+    r.set(f"stl:{CHAIN}:submitting", "other", ex=20)  # another submission is signing
+    assert submit_batch(r, ctx, a)["state"] == BatchState.PROVED  # type: ignore[index]
+    assert port.sent == [] and r.get(f"stl:{CHAIN}:nonce") is None  # no nonce taken
+    r.delete(f"stl:{CHAIN}:submitting")
+    assert submit_batch(r, ctx, b)["state"] == BatchState.SIGNED  # type: ignore[index]
+    assert len(port.sent) == 1 and r.get(f"stl:{CHAIN}:submitting") is None
