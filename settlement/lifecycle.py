@@ -448,6 +448,7 @@ def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: 
             return None
         _mark(pull, info, "failed")
         pull["reason"] = o.reason
+        rebalance.on_pull_failed(doc, p, info)  # makers' fills are off: their funds are free
         _release(rd, p, _held_key(doc), int(doc["order"]["sellAmount"]))
         if not _payout_in_log(doc):
             doc.setdefault("tier", Tier.STANDARD.value)

@@ -12,7 +12,8 @@ move too, so inventory is restored by the trades the router chose:
   failed MAKER_IN is the operator's loss (the trader was paid from inventory): booked
   (`stl:{c}:losses`, `stl:losses`, as the fast tier books its losses), logged as ALERT, the maker told in its `settlement` notice; no
   MAKER_OUT follows. Makers get a notice per leg mined and per leg final; the first one
-  releases what the hub holds of the maker's funds for the fill.
+  releases what the hub holds of the maker's funds for the fill. If the order's pull
+  fails, no maker leg is appended and the maker gets a `cancelled` notice.
 - **Pools.** The order's pool trades (its `route`) become pending flows of the pool's
   chain when the pull settles. At cut time (`PoolNetting`, called by
   `batching.cut_batch`) the chain's pending flows are netted per pool
@@ -72,6 +73,7 @@ __all__ = [
     "losses_key",
     "maker_fills",
     "netting_hook",
+    "on_pull_failed",
     "on_pull_settled",
     "pool_routes",
     "poolfailed_key",
@@ -208,6 +210,14 @@ def on_pull_settled(doc: dict[str, Any], reader: Any, pipe: Any, asset_index: di
         for k, t in enumerate(routes):
             flow = {**t, "orderId": oid, "at": now_ms}
             pipe.hset(flows_key(c), f"{oid}:{k}", json.dumps(flow, separators=(",", ":")))
+
+
+def on_pull_failed(doc: dict[str, Any], pipe: Any, info: MinedInfo) -> None:
+    """The order's pull failed: no maker leg will follow. Queue, on `pipe`, a `cancelled`
+    notice per maker fill, so the hub stops holding the maker's funds for it."""
+    for f in maker_fills(doc):
+        entry = {"maker": f.maker, "orderId": doc["id"], "kind": "maker_in"}
+        _notice(pipe, entry, f.chain_id, "cancelled", info, f"the order's pull failed on chain {info.chain_id}: no maker leg settles")
 
 
 # -- Redis: at cut time, net the chain's flows into POOL legs -----------------------------

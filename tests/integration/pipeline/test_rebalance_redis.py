@@ -17,7 +17,7 @@ from app.services.ledger import CONFIRM_LUA
 from app.services.makers import NOTICE_CHANNEL
 from settlement import lifecycle, rebalance
 from settlement.batching import cut_batch, leg_from_json
-from settlement.vault import MakerLeg, Paid, PoolTrade, Pulled
+from settlement.vault import MakerLeg, Paid, PoolTrade, Pulled, PullFailed, PullFailure
 from settlement.window import policy_for
 
 SELL, BUY = 1, 2
@@ -139,3 +139,19 @@ def test_maker_legs_and_netted_pool_legs(redis_url: str) -> None:
     assert json.loads(r.get(f"stl:{BUY}:leg:5"))["state"] == "final"
     finals = {(n["payload"]["orderId"], n["payload"]["leg"], n["payload"]["status"]) for n in _notices(sub)}
     assert {(o1[0], "maker_out", "settled"), (o1[0], "maker_in", "final"), (o1[0], "maker_out", "final")} <= finals
+
+
+def test_failed_pull_appends_no_maker_leg_and_frees_the_maker(redis_url: str) -> None:
+    r: Any = redis.Redis.from_url(redis_url, decode_responses=True)
+    sub = r.pubsub()
+    sub.subscribe(NOTICE_CHANNEL)
+    _notices(sub)
+    oid, i = _confirm(r, 9, "WETH", [{"sourceId": f"{BUY}:mm:{MAKER}:WETH-USDC", "tokenIn": "WETH", "amountIn": "5", "amountOut": "15000"},
+                                      {"sourceId": SID, "tokenIn": "WETH", "amountIn": "9", "amountOut": "27000"}], "0x" + "12" * 20)
+    pull = json.loads(r.hget(f"log:{SELL}:legs", str(i)))
+    outs = lifecycle.outcomes(i, [pull], [PullFailed(bytes.fromhex(oid[2:]), i, PullFailure.TRANSFER_FAILED)])
+    lifecycle.apply_mined(r, lifecycle.MinedInfo(SELL, 1, "0xa1", 10, "0xh1"), outs, ASSETS)
+    assert json.loads(r.get(f"order:{oid}"))["state"] == "failed"
+    assert int(r.get(f"log:{BUY}:next") or 0) == 0 and r.hlen(f"stl:{SELL}:flows") == 0
+    notes = [(n["maker"], n["payload"]["orderId"], n["payload"]["status"]) for n in _notices(sub)]
+    assert notes == [(MAKER, oid, "cancelled")]
