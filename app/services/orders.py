@@ -86,21 +86,24 @@ class OrderService:
         rfq = quote.get("rfq")
         if rfq is not None and rfq["expiresAt"] <= now:
             raise ApiError(ErrorCode.QUOTE_STALE, "the maker's firm quote behind this quote has expired; quote again")
-        # Re-price on the current book: the book may have moved since the quote.
-        fresh = self.quotes.price(
-            QuoteRequest(
-                sell_chain_id=order.sell_chain_id,
-                sell_token=order.sell_token,
-                buy_chain_id=order.buy_chain_id,
-                buy_token=order.buy_token,
-                sell_amount=str(order.sell_amount),
-                buy_amount=None,
-                taker=order.trader,
-                recipient=order.recipient,
-                slippage_bps=0,
-            ),
-            now=now,
-        )
+        # Re-price on the current book: the book may have moved since the quote. A quote
+        # priced here on the still-current book version would re-price to itself.
+        fresh = self.quotes.reusable(quote_id.lower()) if rfq is None else None
+        if fresh is None or fresh.terms.buy_amount < order.min_buy_amount:
+            fresh = self.quotes.price(
+                QuoteRequest(
+                    sell_chain_id=order.sell_chain_id,
+                    sell_token=order.sell_token,
+                    buy_chain_id=order.buy_chain_id,
+                    buy_token=order.buy_token,
+                    sell_amount=str(order.sell_amount),
+                    buy_amount=None,
+                    taker=order.trader,
+                    recipient=order.recipient,
+                    slippage_bps=0,
+                ),
+                now=now,
+            )
         # A maker's firm RFQ quote holds whatever the book did; a book route is re-priced.
         buy_amount = int(quote["buyAmount"]) if rfq is not None else min(int(quote["buyAmount"]), fresh.terms.buy_amount)
         if buy_amount < order.min_buy_amount:

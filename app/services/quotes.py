@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from app.domain.router import (
     RoutingError,
     Side,
 )
+from app.domain.sources import LadderSource
 from app.domain.types import Asset, ChainId
 from app.manifest import ChainInfo, Manifest
 from app.settings import get_settings
@@ -34,6 +36,7 @@ from settlement.window import WindowPolicy, policy_for
 __all__ = ["IssuedQuote", "QuoteRequest", "QuoteService", "QuoteStore", "parse_amount"]
 
 MAX_AMOUNT = 2**128
+RECENT_QUOTES = 4096
 
 
 class QuoteStore(Protocol):
@@ -217,6 +220,9 @@ class QuoteService:
         self.fee_bps = protocol_fee_bps
         self._domains: dict[int, Domain] = {}
         self.makers: Any = None  # the MakerHub, once the API wires it (RFQ for large orders)
+        # Quotes this process issued lately, for `reusable` (a swap follows its quote
+        # within milliseconds, usually on the same book version).
+        self._recent: OrderedDict[str, IssuedQuote] = OrderedDict()
         self.policies = {
             c.chain_id: policy_for(c.chain_id, c.block_time, c.finality_depth, proof_seconds=proof_seconds)
             for c in manifest.chains
@@ -342,7 +348,25 @@ class QuoteService:
             issued = await self._with_rfq(req, issued)
         doc = issued.to_json()
         await self.store.put(issued.terms.quote_id, doc, self.ttl)
+        self._recent[issued.terms.quote_id] = issued
+        if len(self._recent) > RECENT_QUOTES:
+            self._recent.popitem(last=False)
         return doc
+
+    def reusable(self, quote_id: str) -> IssuedQuote | None:
+        """The issued quote itself when re-pricing it now would give the same route: it was
+        priced here, on the book version that is still current (the router is
+        deterministic per version), exact-in, from pools only (a maker's ladder can expire
+        without a new version). A swap then skips the re-pricing."""
+        issued = self._recent.get(quote_id)
+        if issued is None or issued.side is not Side.EXACT_IN or issued.rfq is not None:
+            return None
+        book = self.books.book
+        if issued.terms.book_version != book.version:
+            return None
+        if issued.route is not None and any(isinstance(book.sources.get(leg.source_id), LadderSource) for leg in issued.route.legs):
+            return None
+        return issued
 
     async def _with_rfq(self, req: QuoteRequest, issued: IssuedQuote) -> IssuedQuote:
         """For a large order, ask the makers; a firm quote that beats the book for the

@@ -211,3 +211,27 @@ def test_reservation_is_released_once_the_payout_settles(api: Any, devnet: Devne
     while time.monotonic() < deadline and httpx.get(api.url + "/healthz").json()["openReservations"] != before:
         time.sleep(0.1)
     assert httpx.get(api.url + "/healthz").json()["openReservations"] == before
+
+
+def test_a_swap_is_repriced_when_the_book_moved_since_its_quote(api: Any, clean_devnet: Devnet) -> None:
+    m = clean_devnet.manifest
+    a, b, c3 = m.traders[2], m.traders[3], m.traders[5]
+    c = CrossbookClient(api.url)
+    # Unmoved book: the receipt pays exactly the quote.
+    q = _quote(c, m, a, amount=10**17)
+    assert c.swap(q, a.private_key)["buyAmount"] == q["buyAmount"]
+    time.sleep(3 * BookService.FLUSH_SECONDS)
+
+    wide = _quote(c, m, a, amount=2 * 10**18, slippageBps=5000)
+    tight = _quote(c, m, c3, amount=2 * 10**18, slippageBps=0)
+    c.swap(_quote(c, m, b, amount=20 * 10**18), b.private_key)  # the same pools, ahead of both
+    time.sleep(3 * BookService.FLUSH_SECONDS)
+    # Within its slippage: confirmed at the moved book's price, below the quote.
+    receipt = c.swap(wide, a.private_key)
+    assert int(wide["minBuyAmount"]) <= int(receipt["buyAmount"]) < int(wide["buyAmount"])
+    # Beyond it: QUOTE_STALE with a fresh quote at the moved price.
+    with pytest.raises(ApiCallError) as e:
+        c.swap(tight, c3.private_key)
+    assert e.value.code == "QUOTE_STALE"
+    fresh = e.value.body["error"]["details"][0]["freshQuote"]
+    assert int(fresh["buyAmount"]) < int(tight["buyAmount"])
