@@ -12,6 +12,10 @@ cached), real proofs, receipt `gasUsed` (intrinsic gas and calldata included):
 - **per leg kind**: the marginal gas of one more leg, (gas(32 legs) - gas(8 legs)) / 24,
   and the fixed cost per batch (proof verification, cursor, base transaction).
 - **direct pool swap**: `ConstantProductPool.swap` by a trader, same chain, same run.
+- **several batches in one transaction** (`settleMany`, one `verifyBatch`: k proofs, k + 3
+  pairings): k = 2 and 4 consecutive batches of 32 pulls (and of 32 payouts), settled from
+  one snapshot once as k `settle` transactions and once as one `settleMany`; per
+  cross-chain swap = (gas(pulls) + gas(payouts)) / (32 k) either way.
 
 Steady state: every trader has settled an order before (its nonce bitmap word exists)
 and every recipient holds the token; `first_order_extra` is what a trader's very first
@@ -25,15 +29,23 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from web3 import Web3
 
 from scripts.build_contracts import load_artifact
-from settlement.vault import SignedOrder, payout_leg, pull_leg, settle_call, vault_domain
+from settlement.vault import (
+    SignedOrder,
+    payout_leg,
+    pull_leg,
+    settle_call,
+    settle_many_call,
+    vault_domain,
+)
 from settlement.zk.batch import Batch
 from settlement.zk.legs import Leg, LegKind
-from tests.integration.settlement.harness import VaultChain, prove, vault_chain
+from tests.integration.settlement.harness import GAS, VaultChain, prove, vault_chain
 
 OTHER_CHAIN = 31002
 GOAL = 60_000
@@ -71,7 +83,7 @@ def pull_batch(chain: VaultChain, n: int) -> int:
     return _settle(chain, chain.batch(legs), orders)
 
 
-def payout_batch(chain: VaultChain, n: int) -> int:
+def _payouts(chain: VaultChain, n: int) -> tuple[list[Leg], list[SignedOrder]]:
     legs = [
         Leg(
             LegKind.PAYOUT,
@@ -83,7 +95,36 @@ def payout_batch(chain: VaultChain, n: int) -> int:
         )
         for k in range(n)
     ]
+    return legs, []
+
+
+def payout_batch(chain: VaultChain, n: int) -> int:
+    legs, _ = _payouts(chain, n)
     return _settle(chain, chain.batch(legs), [])
+
+
+def many_vs_separate(
+    chain: VaultChain, make: Callable[[VaultChain, int], tuple[list[Leg], list[SignedOrder]]], k: int, n: int = 32
+) -> tuple[int, int]:
+    """k consecutive batches of n legs from `make`: gas of k `settle` transactions and of
+    one `settleMany`, both from the same chain state (a snapshot). Leaves them settled."""
+    index, head = chain.cursor()
+    calls = []
+    for _ in range(k):
+        legs, orders = make(chain, n)
+        batch = Batch(chain.chain_id, index, head, tuple(legs))
+        t = time.perf_counter()
+        calls.append(settle_call(batch, CAPACITY[n], prove(batch, CAPACITY[n]), orders))
+        _log(f"{n} legs at {index}: proof {time.perf_counter() - t:.1f}s")
+        index, head = batch.end_index, batch.new_head
+    snap = chain.snapshot()
+    separate = sum(int(chain.settle(c)["gasUsed"]) for c in calls)
+    chain.revert(snap)
+    fn = chain.vault.functions.settleMany(*settle_many_call(calls).args())
+    rc = chain.w3.eth.wait_for_transaction_receipt(fn.transact({"from": chain.operator, "gas": GAS}), timeout=60)
+    assert rc["status"] == 1, "settleMany reverted"
+    assert chain.cursor() == (index, head)
+    return separate, int(rc["gasUsed"])
 
 
 def same_chain_batch(chain: VaultChain, n: int) -> int:
@@ -178,6 +219,24 @@ def main() -> None:
         out["fixedPerBatch"] = fixed
         out["firstOrderExtra"] = first_extra
         out["directPoolSwap"] = {"ConstantProductPool": direct_pool_swap(chain)}
+        many: dict[str, Any] = {}
+        for k in (2, 4):
+            sep_pull, one_pull = many_vs_separate(chain, _pulls, k)
+            sep_pay, one_pay = many_vs_separate(chain, _payouts, k)
+            swaps = 32 * k
+            many[f"k{k}"] = {
+                "batches": k,
+                "batchSize": 32,
+                "pullGas": {"separate": sep_pull, "oneTransaction": one_pull},
+                "payoutGas": {"separate": sep_pay, "oneTransaction": one_pay},
+                "crossChainPerSwap": {
+                    "separate": round((sep_pull + sep_pay) / swaps),
+                    "oneTransaction": round((one_pull + one_pay) / swaps),
+                },
+                # What each batch after the first saves (mean of the pull and payout runs).
+                "savedPerExtraBatch": round((sep_pull - one_pull + sep_pay - one_pay) / 2 / (k - 1)),
+            }
+        out["settleMany"] = many
         at32 = out["batches"]["32"]["crossChainPerSwap"]
         out["goal"] = {"crossChainPerSwapAtBatch32": at32, "limit": GOAL, "met": at32 <= GOAL}
         out["seconds"] = round(time.perf_counter() - t0, 1)
