@@ -353,7 +353,10 @@ def requeue_failed_pool(r: Any, chain: int, position: int) -> bool:
     rec = json.loads(raw)
     if rec.get("requeued"):
         return False
-    flow = {"sourceId": rec["pool"], "tokenIn": rec["tokenIn"], "amountIn": rec["amount"], "amountOut": "0",
+    # amountOut: what the trade was to bring in. Netting sells a surplus only for a token the
+    # flows take out, so the flow must say it takes the other token out.
+    out = max(1, int(rec.get("expectedOut") or 0))
+    flow = {"sourceId": rec["pool"], "tokenIn": rec["tokenIn"], "amountIn": rec["amount"], "amountOut": str(out),
             "orderId": f"requeue:{rec.get('index', position)}", "at": int(time.time() * 1000)}
     r.hset(flows_key(chain), f"requeue:{chain}:{rec.get('index', position)}", json.dumps(flow))
     r.lset(poolfailed_key(chain), position, json.dumps({**rec, "requeued": True}))

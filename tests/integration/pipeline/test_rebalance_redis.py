@@ -155,3 +155,28 @@ def test_failed_pull_appends_no_maker_leg_and_frees_the_maker(redis_url: str) ->
     assert int(r.get(f"log:{BUY}:next") or 0) == 0 and r.hlen(f"stl:{SELL}:flows") == 0
     notes = [(n["maker"], n["payload"]["orderId"], n["payload"]["status"]) for n in _notices(sub)]
     assert notes == [(MAKER, oid, "cancelled")]
+
+
+def test_failed_pool_trade_is_booked_not_retried_until_requeued(redis_url: str) -> None:
+    r: Any = redis.Redis.from_url(redis_url, decode_responses=True)
+    oid, i = _confirm(r, 11, "WETH", [{"sourceId": SID, "tokenIn": "WETH", "amountIn": str(10**18), "amountOut": str(2990 * 10**6)}], "0x" + "13" * 20)
+    pull = json.loads(r.hget(f"log:{SELL}:legs", str(i)))
+    lifecycle.apply_mined(r, lifecycle.MinedInfo(SELL, 1, "0xa1", 10, "0xh1"), lifecycle.outcomes(i, [pull], [Pulled(bytes.fromhex(oid[2:]), i)]), ASSETS)
+    info = PoolInfo(POOL, "constant_product", TOKEN_B, TOKEN_S, "USDC", "WETH", 30)
+    hook = rebalance.PoolNetting(r, SELL, {SID: info}, {"USDC": 6, "WETH": 18}, ASSETS, lambda a: (R_USDC, R_WETH), tolerance=0)
+    report = hook.before_cut()
+    assert report is not None and report["ratio"] == 0 and len(report["poolLegs"]) == 1
+    leg = _log(r, SELL)[report["poolLegs"][0]["index"]]
+    expect_before = r.hgetall(f"stl:{SELL}:expect")
+    # The pool paid less than the minimum (it moved): PoolTrade(i, 0), nothing moved.
+    lifecycle.apply_mined(r, lifecycle.MinedInfo(SELL, 2, "0xa2", 20, "0xh2"), lifecycle.outcomes(leg["index"], [leg], [PoolTrade(leg["index"], 0)]), ASSETS)
+    assert r.hgetall(f"stl:{SELL}:expect") == expect_before
+    (failed,) = [json.loads(x) for x in r.lrange(f"stl:{SELL}:poolfailed", 0, -1)]
+    assert (failed["index"], failed["amount"], failed["minOut"]) == (leg["index"], str(10**18), leg["minOut"])
+    assert json.loads(r.get(f"stl:{SELL}:leg:{leg['index']}"))["state"] == "failed"
+    # Not retried by itself: no flow is pending, the next cut appends nothing.
+    assert hook.pending_since() is None and hook.before_cut() is None
+    # The operator puts it back once; the next cut nets it again.
+    assert rebalance.requeue_failed_pool(r, SELL, 0) and not rebalance.requeue_failed_pool(r, SELL, 0)
+    again = hook.before_cut()
+    assert again is not None and [(x["tokenIn"], x["amount"]) for x in again["poolLegs"]] == [("WETH", str(10**18))]
