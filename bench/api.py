@@ -64,6 +64,21 @@ def _measured(pid: int, fn: Any) -> dict[str, Any]:
     return doc
 
 
+def _swap_pricing(url: str) -> dict[str, float]:
+    """How the API priced the swaps (its Prometheus counter): the quote reused on the same
+    book version, or re-priced on a newer one."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("crossbook_swap_pricing_total{"):
+            how = line.split('how="', 1)[1].split('"', 1)[0]
+            out[how] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _check_ledger(redis_url: str, manifest: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url)
     lost = [rc["orderId"] for rc in receipts if not r.exists("order:" + rc["orderId"])]
@@ -143,6 +158,7 @@ def main() -> None:
                 lambda: _load("swap", api.url, manifest_path, "--rate", str(args.swap_rate), "--seconds", str(args.swap_seconds), "--concurrency", "64"),
             )
             receipts = swaps.pop("receipts")
+            swaps["pricing"] = _swap_pricing(api.url)
             ledger = _check_ledger(stack.redis_url, manifest, receipts)
         finally:
             stack.stop()

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Counter
+
 from app.api.errors import ApiError, ErrorCode
 from app.domain.book import Hold, InsufficientInventory
 from app.domain.eip712 import SignatureError, recover, sign_digest
@@ -29,6 +31,7 @@ from settlement.zk.poseidon import poseidon
 
 __all__ = ["OrderService"]
 
+REPRICED = Counter("crossbook_swap_pricing_total", "How swaps were priced: their quote reused (same book version) or re-priced", ["how"])
 log = logging.getLogger("crossbook.orders")
 
 _LEDGER_CODES = {
@@ -89,6 +92,7 @@ class OrderService:
         # Re-price on the current book: the book may have moved since the quote. A quote
         # priced here on the still-current book version would re-price to itself.
         fresh = self.quotes.reusable(quote_id.lower()) if rfq is None else None
+        REPRICED.labels("reused" if fresh is not None else "repriced").inc()
         if fresh is None or fresh.terms.buy_amount < order.min_buy_amount:
             fresh = self.quotes.price(
                 QuoteRequest(
