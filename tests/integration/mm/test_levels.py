@@ -264,11 +264,6 @@ async def test_over_the_rate_limit_cools_down(mm_api: ApiProcess, devnet: Devnet
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="quarantined: passes alone and with the API and pipeline suites, but timed out waiting for the trim "
-    "in two full fresh-clone runs; still runs and reports (XPASS when it works) until the cause is found",
-)
 async def test_levels_shrink_when_the_maker_moves_funds_away(
     mm_api: ApiProcess, clean_devnet: Devnet
 ) -> None:
@@ -282,7 +277,11 @@ async def test_levels_shrink_when_the_maker_moves_funds_away(
 
     async def ladder_in(amount: int) -> int:
         q = await _quote(mm_api, clean_devnet, cid, amount)
-        return sum(int(leg["amountIn"]) for leg in q["route"] if leg["kind"] == "ladder")
+        # This maker's ladder only: in a full run another test's maker (the demo maker
+        # closes slowly under load) may still quote on this chain, and its ladder is not
+        # trimmed by this maker's transfer.
+        own = maker.address.lower()
+        return sum(int(leg["amountIn"]) for leg in q["route"] if leg["kind"] == "ladder" and own in leg["sourceId"].lower())
 
     try:
         await _ack(
