@@ -329,7 +329,11 @@ def chain_status(r: Any, chain: int, *, recent: int = 5) -> dict[str, Any]:
     for n in range(seq, max(0, seq - recent), -1):
         b = load_batch(r, chain, n)
         if b is not None:
-            batches.append({k: b.get(k) for k in ("number", "start", "count", "state", "capacity", "proofSeconds", "txHash", "block", "gasUsed", "reorgs", "group")})
+            row = {k: b.get(k) for k in ("number", "start", "count", "state", "capacity", "proofSeconds", "txHash", "block", "gasUsed", "reorgs", "group")}
+            # Netting (settlement/rebalance.py): the batch's ratio and its POOL legs as executed.
+            row["nettingRatio"] = (b.get("netting") or {}).get("ratio")
+            row["poolTrades"] = [{k: t[k] for k in ("pool", "tokenIn", "amountIn", "tokenOut", "amountOut", "ok")} for t in b.get("poolTrades", [])]
+            batches.append(row)
     lock = r.get(Keys.lock(chain))
     recon = r.get(Keys.recon(chain))
     return {
