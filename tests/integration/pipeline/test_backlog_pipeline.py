@@ -38,21 +38,10 @@ def test_backlog_settles_as_a_group_in_one_transaction(
 ) -> None:
     m = manifest_of(vault_devnet)
     client = CrossbookClient(pipeline_api.url, timeout=30)
-    pipeline_api.wait_ready(60)
     traders = list(m.traders)
-    before = {t.address: (_balance(vault_devnet, A, "WETH", t.address), _balance(vault_devnet, B, "USDC", t.address)) for t in traders}
-    orders = []
-    for k in range(N_ORDERS):
-        t = traders[k % len(traders)]
-        q = client.quote(A, "WETH", B, "USDC", taker=t.address, sell_amount=10**16 + k)
-        orders.append((t.address, 10**16 + k, client.swap(q, t.private_key)))
-    assert int(r.get(f"log:{A}:next")) >= N_ORDERS  # the backlog is there before any worker
-
-    celery = Celery(vault_devnet.manifest_path, redis_url, tmp_path)
-    celery.worker("settle", "settle")
-    celery.worker("prove", "prove")
-    celery.worker("prove2", "prove")
-    celery.beat()
+    before = _balances(vault_devnet, traders)
+    orders = _backlog(pipeline_api, client, traders, r)
+    celery = _workers(vault_devnet, redis_url, tmp_path)
     try:
 
         def done() -> bool:
@@ -99,7 +88,38 @@ def test_backlog_settles_as_a_group_in_one_transaction(
     b_groups = {tuple(b["group"]) for b in (json.loads(r.get(k)) for k in r.keys(f"stl:{B}:batch:*") if not k.endswith(":seq")) if b.get("group")}
     print("groups on B:", sorted(b_groups))
 
-    # Balances moved exactly as the receipts say: each trader's sells on A, buys on B.
+    _check_money(vault_devnet, client, r, traders, orders, before)
+
+
+def _balances(net: Any, traders: list[Any]) -> dict[str, tuple[int, int]]:
+    return {t.address: (_balance(net, A, "WETH", t.address), _balance(net, B, "USDC", t.address)) for t in traders}
+
+
+def _backlog(api: Any, client: CrossbookClient, traders: list[Any], r: Any) -> list[tuple[str, int, dict[str, Any]]]:
+    """N_ORDERS cross-chain orders A -> B through the API, before any worker runs."""
+    api.wait_ready(60)
+    orders = []
+    for k in range(N_ORDERS):
+        t = traders[k % len(traders)]
+        q = client.quote(A, "WETH", B, "USDC", taker=t.address, sell_amount=10**16 + k)
+        orders.append((t.address, 10**16 + k, client.swap(q, t.private_key)))
+    assert int(r.get(f"log:{A}:next")) >= N_ORDERS  # the backlog is there before any worker
+    return orders
+
+
+def _workers(net: Any, redis_url: str, tmp_path: Path) -> Celery:
+    celery = Celery(net.manifest_path, redis_url, tmp_path)
+    celery.worker("settle", "settle")
+    celery.worker("prove", "prove")
+    celery.worker("prove2", "prove")
+    celery.beat()
+    return celery
+
+
+def _check_money(net: Any, client: CrossbookClient, r: Any, traders: list[Any], orders: list[tuple[str, int, dict[str, Any]]],
+                 before: dict[str, tuple[int, int]]) -> None:
+    """Balances moved exactly as the receipts say (each trader's sells on A, buys on B,
+    once), every leg final, no backlog, both chains reconciled."""
     sold: dict[str, int] = defaultdict(int)
     bought: dict[str, int] = defaultdict(int)
     for trader, amount, o in orders:
@@ -109,8 +129,67 @@ def test_backlog_settles_as_a_group_in_one_transaction(
         bought[trader] += int(o["buyAmount"])
     for t in traders:
         weth_a, usdc_b = before[t.address]
-        assert _balance(vault_devnet, A, "WETH", t.address) == weth_a - sold[t.address]
-        assert _balance(vault_devnet, B, "USDC", t.address) == usdc_b + bought[t.address]
+        assert _balance(net, A, "WETH", t.address) == weth_a - sold[t.address]
+        assert _balance(net, B, "USDC", t.address) == usdc_b + bought[t.address]
     for c in (A, B):
         status = chain_status(r, c)
         assert status["backlog"] == 0 and status["reconcile"]["status"] == "ok", status
+
+
+def test_reorged_group_is_resent_as_the_same_transaction(
+    vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, redis_url: str, r: Any, tmp_path: Path
+) -> None:
+    """B's payout group is reorged out right after it is mined: every member goes back to
+    signed, the same raw transaction is sent again, every member is applied again from
+    the new block; every order finalizes, paid exactly once."""
+    m = manifest_of(vault_devnet)
+    client = CrossbookClient(pipeline_api.url, timeout=30)
+    traders = list(m.traders)
+    before = _balances(vault_devnet, traders)
+    orders = _backlog(pipeline_api, client, traders, r)
+    celery = _workers(vault_devnet, redis_url, tmp_path)
+    try:
+
+        def group_mined() -> list[dict[str, Any]] | None:
+            for b in _batches(r, B):
+                if len(b.get("group") or []) >= 2 and b["state"] == "mined":
+                    members = [json.loads(r.get(f"stl:{B}:batch:{n}")) for n in b["group"]]
+                    if all(x["state"] == "mined" for x in members):
+                        return sorted(members, key=lambda x: x["start"])
+            return None
+
+        members = wait_for(group_mined, 900, "a group mined on chain B", interval=0.05)
+        from scripts.devnet.anvil import rpc_call
+        from scripts.devnet.devnet import reorg
+
+        rpc = m.chain(B).rpc_url
+        head = int(rpc_call(rpc, "eth_blockNumber"), 16)
+        assert reorg(rpc, head - int(members[0]["block"]) + 1)["depth"] >= 1  # drop its block
+
+        def done() -> bool:
+            states = [client.order(o["orderId"])["state"] for _, _, o in orders]
+            assert not set(states) & {"failed", "refunded"}, states
+            return all(s == "finalized" for s in states)
+
+        wait_for(done, 900, "every order finalized", interval=2.0)
+
+        def reconciled() -> bool:
+            reps = [json.loads(r.get(f"stl:{c}:recon") or "{}") for c in (A, B)]
+            return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
+
+        wait_for(reconciled, 120, "reconcile ok on both chains")
+    except AssertionError:
+        print(celery.log("settle")[-8000:])
+        raise
+    finally:
+        celery.stop()
+    after = [json.loads(r.get(f"stl:{B}:batch:{b['number']}")) for b in members]
+    assert all(a["state"] == "final" and a.get("reorgs", 0) >= 1 for a in after)
+    assert {a["txHash"] for a in after} == {members[0]["txHash"]}  # the same transaction
+    assert len({a["blockHash"] for a in after}) == 1 and after[0]["blockHash"] != members[0]["blockHash"]
+    print("reorged group on B:", [(a["number"], a["start"], a["count"], a["block"]) for a in after])
+    _check_money(vault_devnet, client, r, traders, orders, before)
+
+
+def _batches(r: Any, chain: int) -> list[dict[str, Any]]:
+    return [json.loads(r.get(k)) for k in r.keys(f"stl:{chain}:batch:*") if not k.endswith(":seq")]
