@@ -262,3 +262,21 @@ def impersonated_transfer(rpc_url: str, token: str, sender: str, to: str, amount
         assert w3.eth.wait_for_transaction_receipt(h, timeout=60)["status"] == 1
     finally:
         rpc_call(rpc_url, "anvil_stopImpersonatingAccount", [sender])
+
+
+STANDARD_PATH = ["confirmed", "pull_settled", "settled", "finalized"]
+# A fast-tier order's payout enters the log at confirmation: paid before its pull
+# settles, it skips pull_settled (or takes the standard path when its pull wins).
+FAST_PATH = ["confirmed", "settled", "finalized"]
+
+
+def finalized_path_ok(doc: dict[str, Any]) -> bool:
+    """The order went to `finalized` along a path its tier allows."""
+    path = [h["state"] for h in doc["history"]]
+    return path == STANDARD_PATH or (doc.get("tier") == "fast" and path == FAST_PATH)
+
+
+def leg_state(r: redis.Redis, order_id: str, kind: str) -> str:
+    """The state of an order's pull or payout leg in the ledger."""
+    doc = json.loads(r.get(f"order:{order_id}") or "{}")
+    return str(next(x["state"] for x in doc["legs"] if x["kind"] == kind))
