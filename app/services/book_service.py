@@ -15,13 +15,17 @@ from dataclasses import dataclass
 
 from adapters.chain import ChainAdapter, ChainUpdate
 from app.domain.book import Hold, InsufficientInventory, Reservation, VirtualBook
-from app.domain.sources import LadderSource, Source, Trade
+from app.domain.sources import InsufficientLiquidity, LadderSource, Source, Trade
 from app.domain.types import Address, Asset, AssetSymbol, ChainId
 from app.manifest import Manifest
 
-__all__ = ["BookService", "ChainHead"]
+__all__ = ["BookService", "ChainHead", "LevelTaken"]
 
 log = logging.getLogger("crossbook.book")
+
+
+class LevelTaken(InsufficientLiquidity):
+    """A confirmation's route uses maker levels an earlier confirmation has taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +138,32 @@ class BookService:
             free = self.book.available_inventory(chain, sym) - self._queued_holds.get((chain, sym), 0)
             if amount > free:
                 raise InsufficientInventory(f"{sym}@{chain}: need {amount}, free {free}")
+        if any(isinstance(self.book.sources.get(t.source_id), LadderSource) for t in trades):
+            # A maker's level is firm and finite: never batched. Earlier confirmations go
+            # into the book first, then this one is checked against what they left.
+            self.flush()
+            self._check_ladders(trades)
+            now = True
         self._queue[reservation_id] = Reservation(reservation_id, tuple(trades), tuple(holds))
         for key, amount in need.items():
             self._queued_holds[key] = self._queued_holds.get(key, 0) + amount
         self._schedule(now)
+
+    def _check_ladders(self, trades: Sequence[Trade]) -> None:
+        """Raise `LevelTaken` unless every ladder trade still gets its output from the
+        levels as the book now holds them (trades in order: two on one ladder stack)."""
+        state: dict[str, Source] = {}
+        for t in trades:
+            src = state.get(t.source_id) or self.book.sources.get(t.source_id)
+            if not isinstance(src, LadderSource):
+                continue
+            try:
+                got = src.amount_out(t.token_in, t.amount_in)
+            except InsufficientLiquidity:
+                got = -1
+            if got < t.amount_out:
+                raise LevelTaken(f"maker levels of {t.source_id} no longer pay {t.amount_out} for {t.amount_in}")
+            state[t.source_id] = src.apply(t)
 
     def _schedule(self, now: bool) -> None:
         if now:

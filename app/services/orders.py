@@ -23,9 +23,9 @@ from app.domain.receipt import Receipt
 from app.domain.sources import Trade
 from app.domain.types import AssetSymbol, ChainId
 from app.manifest import Manifest
-from app.services.book_service import BookService
+from app.services.book_service import BookService, LevelTaken
 from app.services.ledger import Ledger
-from app.services.quotes import QuoteRequest, QuoteService
+from app.services.quotes import IssuedQuote, QuoteRequest, QuoteService
 from settlement.zk.legs import leaf
 from settlement.zk.poseidon import poseidon
 
@@ -94,20 +94,7 @@ class OrderService:
         fresh = self.quotes.reusable(quote_id.lower()) if rfq is None else None
         REPRICED.labels("reused" if fresh is not None else "repriced").inc()
         if fresh is None or fresh.terms.buy_amount < order.min_buy_amount:
-            fresh = self.quotes.price(
-                QuoteRequest(
-                    sell_chain_id=order.sell_chain_id,
-                    sell_token=order.sell_token,
-                    buy_chain_id=order.buy_chain_id,
-                    buy_token=order.buy_token,
-                    sell_amount=str(order.sell_amount),
-                    buy_amount=None,
-                    taker=order.trader,
-                    recipient=order.recipient,
-                    slippage_bps=0,
-                ),
-                now=now,
-            )
+            fresh = self._reprice(order, now)
         # A maker's firm RFQ quote holds whatever the book did; a book route is re-priced.
         buy_amount = int(quote["buyAmount"]) if rfq is not None else min(int(quote["buyAmount"]), fresh.terms.buy_amount)
         if buy_amount < order.min_buy_amount:
@@ -145,6 +132,13 @@ class OrderService:
             self.books.reserve(order_hash, trades, holds)
         except InsufficientInventory as e:
             raise ApiError(ErrorCode.INSUFFICIENT_LIQUIDITY, str(e)) from None
+        except LevelTaken as e:
+            # Another order took the maker levels this route was priced on: quote again on
+            # the book that now shows it.
+            again = self._reprice(order, now)
+            doc = again.to_json()
+            await self.quotes.store.put(again.terms.quote_id, doc, self.quotes.ttl)
+            raise ApiError(ErrorCode.QUOTE_STALE, str(e), [{"freshQuote": doc}]) from None
 
         inventory = self.books.book.inventory.get((ChainId(order.buy_chain_id), AssetSymbol(buy_sym)), 0)
         leg_doc = {
@@ -256,6 +250,23 @@ class OrderService:
             "signer": self.quotes.operator,
             "eip712": {"domain": domain.to_json(), "primaryType": "Receipt"},
         }
+
+    def _reprice(self, order: Order, now: float) -> IssuedQuote:
+        """The order's terms priced on the current book (exact in, no slippage)."""
+        return self.quotes.price(
+            QuoteRequest(
+                sell_chain_id=order.sell_chain_id,
+                sell_token=order.sell_token,
+                buy_chain_id=order.buy_chain_id,
+                buy_token=order.buy_token,
+                sell_amount=str(order.sell_amount),
+                buy_amount=None,
+                taker=order.trader,
+                recipient=order.recipient,
+                slippage_bps=0,
+            ),
+            now=now,
+        )
 
     async def restore(self) -> int:
         """Re-reserve, in the in-memory book, what open orders hold (after a restart):

@@ -358,3 +358,41 @@ async def test_cancel_one_pair_or_everything(mm_api: ApiProcess, devnet: Devnet)
         )  # and the socket still works
     finally:
         await client.close()
+
+
+async def test_a_level_is_filled_once_by_concurrent_swaps(mm_api: ApiProcess, clean_devnet: Devnet) -> None:
+    """Two traders quote the whole of one maker level, then swap at the same moment: one
+    order takes the level, the other is told its quote is stale (never both: a level is
+    firm and finite, so confirmations through it are not batched into the book)."""
+    from app.client import order_from_quote, sign_order, swap_body
+    from app.domain.eip712 import Domain
+
+    m = manifest_of(clean_devnet)
+    cid = m.chains[1].chain_id
+    maker = m.makers[1]
+    bid = await _mid(mm_api, cid) * Fraction(102, 100)  # well above the pools
+    size = E18 // 5
+    client = await MakerClient.open(ws_url(mm_api), maker.private_key)
+    try:
+        await _ack(client, _levels(cid, [[price_str(bid), str(size)]], []))
+        traders = m.traders[3:5]
+        async with httpx.AsyncClient(base_url=mm_api.url, timeout=30) as http:
+            bodies = []
+            for t in traders:
+                r = await http.post(
+                    "/v1/quote",
+                    json={"sellChainId": cid, "sellToken": "WETH", "buyChainId": cid, "buyToken": "USDC", "sellAmount": str(size), "taker": t.address},
+                )
+                q = r.json()
+                assert [leg["kind"] for leg in q["route"]] == ["ladder"], q["route"]
+                d = q["eip712"]["domain"]
+                order = order_from_quote(q, nonce=int(time.time() * 1000))
+                bodies.append(swap_body(q, order, sign_order(order, Domain(chain_id=d["chainId"], verifying_contract=d["verifyingContract"]), t.private_key)))
+            replies = await asyncio.gather(*(http.post("/v1/swap", json=b) for b in bodies))
+        codes = sorted(r.status_code for r in replies)
+        assert codes == [200, 409], [r.text for r in replies]
+        stale = next(r for r in replies if r.status_code == 409).json()["error"]
+        assert stale["code"] == "QUOTE_STALE"
+        assert "ladder" not in [leg["kind"] for leg in stale["details"][0]["freshQuote"]["route"]]
+    finally:
+        await client.close()
