@@ -16,6 +16,7 @@ compared and summed as big decimals by `big_add` / `big_le` below, never as numb
     log:{chain}:legs                   -> hash index -> leg JSON
     order:{id}                         -> order JSON (state, legs, receipt)
     trader:{address}                   -> sorted set of order ids by confirmation time
+    quoteused:{quote id}               -> the order that used a single-use quote (TTL)
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from app.json_codec import dumps
 
 __all__ = ["CONFIRM_LUA", "ConfirmOutcome", "Ledger"]
 
@@ -53,11 +56,13 @@ end
 CONFIRM_LUA = (
     _BIG
     + r"""
--- KEYS: 1 nonce, 2 held, 3 invheld, 4 log next, 5 log legs, 6 order, 7 trader index
+-- KEYS: 1 nonce, 2 held, 3 invheld, 4 log next, 5 log legs, 6 order, 7 trader index,
+--       8 (optional) the quote's single-use key
 -- ARGV: 1 order id, 2 sell amount, 3 balance, 4 allowance, 5 payout amount, 6 inventory,
 --       7 order JSON with "__INDEX__" placeholders, 8 leg JSON template, 9 score (ms),
---       10 the trader's status channel
+--       10 the trader's status channel, 11 (with KEYS[8]) seconds the single-use key lives
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'DUPLICATE', ''} end
+if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 1 then return {'QUOTE_USED', ''} end
 if redis.call('SETNX', KEYS[1], ARGV[1]) == 0 then return {'NONCE_REUSED', ''} end
 local held = redis.call('GET', KEYS[2]) or '0'
 local need = big_add(held, ARGV[2])
@@ -74,6 +79,7 @@ redis.call('HSET', KEYS[5], tostring(index), leg)
 local doc = string.gsub(ARGV[7], '"__INDEX__"', tostring(index))
 redis.call('SET', KEYS[6], doc)
 redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
+if KEYS[8] then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[11]) end
 -- The status notice goes out in the same step: no extra round trip, and never for an
 -- order that was refused.
 redis.call('PUBLISH', ARGV[10], cjson.encode({orderId = ARGV[1], state = 'confirmed'}))
@@ -111,7 +117,10 @@ class Ledger:
         order_doc: dict[str, Any],
         leg_doc: dict[str, Any],
         score_ms: int,
+        single_use: tuple[str, int] | None = None,
     ) -> ConfirmOutcome:
+        """`single_use`: (quote id, seconds): the quote takes this one order only (a
+        maker's firm quote behind it is filled once); a second order gets QUOTE_USED."""
         t, tok, btok = trader.lower(), sell_token.lower(), buy_token.lower()
         keys = [
             f"nonce:{sell_chain}:{t}:{nonce}",
@@ -129,11 +138,14 @@ class Ledger:
             str(allowance),
             str(payout),
             str(inventory),
-            json.dumps(order_doc, separators=(",", ":")),
-            json.dumps(leg_doc, separators=(",", ":")),
+            dumps(order_doc),
+            dumps(leg_doc),
             str(score_ms),
             f"orders:{t}",
         ]
+        if single_use is not None:
+            keys.append(f"quoteused:{single_use[0].lower()}")
+            args.append(str(max(1, single_use[1])))
         status, value = await self._confirm(keys=keys, args=args)
         return ConfirmOutcome(_s(status), _s(value))
 

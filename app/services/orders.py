@@ -40,6 +40,7 @@ _LEDGER_CODES = {
     "INSUFFICIENT_BALANCE": (ErrorCode.INSUFFICIENT_BALANCE, "balance does not cover this order and the trader's open orders"),
     "INSUFFICIENT_ALLOWANCE": (ErrorCode.INSUFFICIENT_ALLOWANCE, "allowance to the vault does not cover this order and the trader's open orders"),
     "INSUFFICIENT_LIQUIDITY": (ErrorCode.INSUFFICIENT_LIQUIDITY, "the operator's inventory on the buy chain is fully reserved"),
+    "QUOTE_USED": (ErrorCode.QUOTE_USED, "a quote backed by a maker's firm quote takes one order; quote again"),
 }
 
 
@@ -193,6 +194,8 @@ class OrderService:
                 order_doc=order_doc,
                 leg_doc=leg_doc,
                 score_ms=confirmed_ms,
+                # A maker's firm quote is filled once: its quote takes one order.
+                single_use=(quote_id, int(quote["expiresAt"] - now) + 60) if rfq is not None else None,
             )
         except BaseException:
             self.books.release(order_hash)

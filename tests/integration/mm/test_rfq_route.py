@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.client import CrossbookClient
+from app.client import ApiCallError, CrossbookClient
 from scripts.devnet.devnet import Devnet
 from scripts.redis_server import EmbeddedRedis
 from tests.conftest import ApiProcess
@@ -54,6 +54,10 @@ def test_rfq_quote_beats_the_book_and_fills_the_maker(rfq_api: ApiProcess, devne
         assert q["rfq"]["maker"] == maker.address
         receipt = c.swap(q, trader.private_key)
         assert receipt["buyAmount"] == q["buyAmount"]
+        # The maker's quote is firm once: a second order on the same quote is refused.
+        with pytest.raises(ApiCallError) as again:
+            c.swap(q, trader.private_key, nonce=int(time.time() * 1000))
+        assert again.value.code == "QUOTE_USED"
         deadline = time.monotonic() + 5
         while receipt["orderId"] not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
