@@ -48,17 +48,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 C, A, B = 31001, 31002, 31003
 N_ORDERS = 200
-# (sell chain, sell symbol, amount in whole units) -> (buy chain, buy symbol). WETH/USDC
-# is where the maker quotes (tight spread: its asks beat the pools, so USDC -> WETH goes
-# through its levels); the rest is pools.
+# (sell chain, sell symbol, amount in whole units) -> (buy chain, buy symbol). The maker
+# quotes WBTC/USDC only, with a tight spread: its asks beat the pools, so USDC -> WBTC
+# goes through its levels (about one order in six: each adds two maker legs to prove);
+# the rest goes through pools.
 ROUTES: list[tuple[tuple[int, str, str], tuple[int, str]]] = [
     ((A, "WETH", "0.02"), (A, "USDC")),
-    ((B, "USDC", "60"), (B, "WETH")),
+    ((B, "USDC", "60"), (B, "WBTC")),
     ((C, "WETH", "0.015"), (C, "USDC")),
     ((A, "USDT", "40"), (A, "DAI")),
     ((B, "DAI", "35"), (B, "USDT")),
     ((A, "WETH", "0.01"), (B, "USDC")),
-    ((B, "USDC", "45"), (C, "WETH")),
+    ((B, "USDC", "45"), (C, "WBTC")),
     ((C, "WETH", "0.012"), (A, "USDC")),
     ((A, "DAI", "50"), (B, "USDT")),
     ((B, "WETH", "0.02"), (C, "USDC")),
@@ -76,7 +77,7 @@ def _maker(api_url: str, manifest: Path, key: str, log: Path) -> subprocess.Pope
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "scripts.demo_maker", "--api", api_url, "--key", key, "--manifest", str(manifest),
-             "--pairs", "WETH/USDC", "--spread-bps", "2", "--step-bps", "2", "--levels", "5", "--level-notional", "5000",
+             "--pairs", "WBTC/USDC", "--spread-bps", "2", "--step-bps", "2", "--levels", "5", "--level-notional", "5000",
              "--ttl", "30", "--refresh", "3", "--duration", "600"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -97,15 +98,15 @@ def test_200_orders_across_three_chains_all_finalize_and_reconcile(vault_devnet:
         probe = CrossbookClient(pipeline_api.url)
 
         def maker_in_book() -> bool:
-            # Buying WETH: the maker's asks (2 bps off the pool mid) beat every pool.
-            q = probe.quote(B, "USDC", B, "WETH", taker=traders[0].address, sell_amount=_units(m, B, "USDC", "50"))
+            # Buying WBTC: the maker's asks (1 bp above the pool mid) beat every pool.
+            q = probe.quote(B, "USDC", B, "WBTC", taker=traders[0].address, sell_amount=_units(m, B, "USDC", "50"))
             return _through_maker(q["route"])
 
         try:
             wait_for(maker_in_book, 60, "the maker's levels in the book", interval=0.5)
         except AssertionError:
             print((tmp_path / "maker.log").read_text()[-3000:])
-            print(probe.quote(B, "USDC", B, "WETH", taker=traders[0].address, sell_amount=_units(m, B, "USDC", "50"))["route"])
+            print(probe.quote(B, "USDC", B, "WBTC", taker=traders[0].address, sell_amount=_units(m, B, "USDC", "50"))["route"])
             raise
         before = balances(vault_devnet, holders)
         t0 = time.monotonic()
