@@ -6,16 +6,33 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scripts.devnet.devnet import Devnet
+from scripts.redis_server import EmbeddedRedis
+from tests.conftest import ApiProcess
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def api(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    """An API on its own Redis: the load touches every trader, whose order lists other
+    tests of the shared ledger count."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("load-redis"))
+    server.start()
+    proc = ApiProcess(devnet.manifest_path, server.url, tmp_path_factory.mktemp("load-api"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        server.stop()
 
 
 def _load(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -24,7 +41,7 @@ def _load(tmp_path: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(out.read_text()))
 
 
-def test_open_loop_quotes_are_all_counted(api: Any, devnet: Devnet, tmp_path: Path) -> None:
+def test_open_loop_quotes_are_all_counted(api: ApiProcess, devnet: Devnet, tmp_path: Path) -> None:
     doc = _load(
         tmp_path, "quote-rate", "--url", api.url, "--manifest", str(devnet.manifest_path),
         "--rate", "40", "--seconds", "1", "--warmup", "0.5", "--concurrency", "4",
@@ -33,7 +50,7 @@ def test_open_loop_quotes_are_all_counted(api: Any, devnet: Devnet, tmp_path: Pa
     assert 0 < doc["p50Ms"] <= doc["p99Ms"] <= doc["maxMs"]
 
 
-def test_swap_load_gets_receipts(api: Any, devnet: Devnet, tmp_path: Path) -> None:
+def test_swap_load_gets_receipts(api: ApiProcess, devnet: Devnet, tmp_path: Path) -> None:
     doc = _load(
         tmp_path, "swap", "--url", api.url, "--manifest", str(devnet.manifest_path),
         "--rate", "10", "--seconds", "1", "--concurrency", "4",

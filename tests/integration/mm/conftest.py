@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -42,6 +43,20 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         yield net
     finally:
         net.stop()
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """This package's own Redis, as its own devnet: an API started on the shared one
+    restores every open order other tests confirmed (their pool trades on the other
+    devnet's pools, whose addresses are the same) into its book, which then shows these
+    pools moved while the chain (and a maker pricing from it) does not."""
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("mm-redis")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
 
 MM_ENV = {
     "CROSSBOOK_MM_HEARTBEAT_SECONDS": "1",
