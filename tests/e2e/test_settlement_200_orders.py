@@ -197,6 +197,6 @@ def test_200_orders_across_three_chains_all_finalize_and_reconcile(vault_devnet:
     print(
         f"200-order run: {len(ids)} orders ({same} same-chain, {via_maker} through maker levels, {via_pool} through pools, "
         f"{others} to another recipient, {n_fast} fast tier) confirmed in {sent_s:.1f}s, all finalized after {final_s:.1f}s; "
-        f"{len(final)} final batches of {[b['count'] for b in final]} legs, {len(batches) - len(final)} others; "
+        f"{len(final)} final batches of {[b['count'] for b in final]} legs, others {[(b['state'], b.get('reason', '')[:60]) for b in batches if b['state'] != 'final']}; "
         f"proof s min/median/max {proofs[0]:.1f}/{proofs[len(proofs) // 2]:.1f}/{proofs[-1]:.1f}; refused quotes {len(refused)}"
     )
