@@ -222,6 +222,7 @@ def api(
         workers=workers,
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # served directly; X-Forwarded-* from clients is not trusted
     )
 
 

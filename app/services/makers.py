@@ -251,6 +251,7 @@ class MakerHub:
         self._pending_since: dict[str, float] = {}  # order -> monotonic time of its fill
         self._rfqs: dict[str, _OpenRfq] = {}
         self._closed_rfqs: OrderedDict[str, None] = OrderedDict()
+        self._usd_prices: dict[tuple[int, str], float] = {}  # (book version, symbol) -> USDC
         self._symbols = {c.chain_id: frozenset(c.tokens) for c in manifest.chains}
         first = manifest.chains[0]
         self.login_domain = Domain(
@@ -757,15 +758,27 @@ class MakerHub:
         units = asset.to_canonical(amount) / 10**18
         if asset.symbol in STABLES:
             return units >= self.config.rfq_min_usd
-        best = 0.0
-        for src in self.books.book.sources_for(asset.symbol, "USDC"):
-            usdc = next(t for t in src.tokens if t.symbol == "USDC")
-            mine = next(t for t in src.tokens if t.symbol == asset.symbol)
-            px = float(src.marginal_price(AssetSymbol(asset.symbol))) * 10 ** (
-                mine.decimals - usdc.decimals
-            )
-            best = max(best, px)
+        best = self._usd_price(asset.symbol)
         return best > 0 and units * best >= self.config.rfq_min_usd
+
+    def _usd_price(self, symbol: str) -> float:
+        """The book's best USDC price of `symbol`, once per book version (every quote
+        asks; marginal prices of StableSwap pools and ladders are not cheap)."""
+        book = self.books.book
+        key = (book.version, symbol)
+        hit = self._usd_prices.get(key)
+        if hit is not None:
+            return hit
+        best = 0.0
+        for src in book.sources_for(symbol, "USDC"):
+            usdc = next(t for t in src.tokens if t.symbol == "USDC")
+            mine = next(t for t in src.tokens if t.symbol == symbol)
+            px = float(src.marginal_price(AssetSymbol(symbol))) * 10 ** (mine.decimals - usdc.decimals)
+            best = max(best, px)
+        if len(self._usd_prices) > 64:
+            self._usd_prices.clear()
+        self._usd_prices[key] = best
+        return best
 
     # -- notices ---------------------------------------------------------------------------
 

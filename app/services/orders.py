@@ -100,7 +100,7 @@ class OrderService:
         buy_amount = int(quote["buyAmount"]) if rfq is not None else min(int(quote["buyAmount"]), fresh.terms.buy_amount)
         if buy_amount < order.min_buy_amount:
             doc = fresh.to_json()
-            await self.quotes.store.put(fresh.terms.quote_id, doc, self.quotes.ttl)
+            await self.quotes.keep(doc)
             raise ApiError(
                 ErrorCode.QUOTE_STALE,
                 "the book moved: the route no longer pays the order's minBuyAmount",
@@ -138,7 +138,7 @@ class OrderService:
             # the book that now shows it.
             again = self._reprice(order, now)
             doc = again.to_json()
-            await self.quotes.store.put(again.terms.quote_id, doc, self.quotes.ttl)
+            await self.quotes.keep(doc)
             raise ApiError(ErrorCode.QUOTE_STALE, str(e), [{"freshQuote": doc}]) from None
 
         inventory = self.books.book.inventory.get((ChainId(order.buy_chain_id), AssetSymbol(buy_sym)), 0)
