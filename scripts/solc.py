@@ -69,12 +69,15 @@ def compile_sources(sources: dict[str, str], settings: dict[str, object] | None 
         "sources": {name: {"content": text} for name, text in sources.items()},
         "settings": settings or SETTINGS,
     }
-    # solcjs's stdout through a pipe is cut off at 64 KiB (Node exits before the pipe
-    # drains); a regular file receives all of it.
-    with tempfile.TemporaryFile() as out:
+    # Regular files on both ends: solcjs's stdout through a pipe is cut off at 64 KiB
+    # (Node exits before the pipe drains), and its synchronous read of a stdin pipe can
+    # fail with EAGAIN when the pipe is momentarily empty (seen on a loaded machine).
+    with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
+        inp.write(json.dumps(request).encode())
+        inp.seek(0)
         proc = subprocess.run(
             [*_solcjs(), "--standard-json"],
-            input=json.dumps(request).encode(),
+            stdin=inp,
             stdout=out,
             stderr=subprocess.PIPE,
         )
