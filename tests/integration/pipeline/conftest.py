@@ -24,7 +24,7 @@ from app.manifest import Manifest
 from scripts.devnet.deploy_settlement import deploy_settlement
 from scripts.devnet.devnet import Devnet
 from scripts.redis_server import EmbeddedRedis
-from tests.conftest import ApiProcess
+from tests.conftest import ApiProcess, embedded_redis
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -50,12 +50,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     """The pipeline's own Redis: the session one holds order logs of orders confirmed by
     other tests' APIs (on chain states since reverted), which the workers would otherwise
     try to settle first. Overrides the root fixture for this package only."""
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("pipeline-redis")))
-    server.start()
-    try:
+    with embedded_redis(tmp_path_factory.mktemp("pipeline-redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +219,21 @@ def assert_balances_moved(before: dict[tuple[int, str, str], int], after: dict[t
     assert not missing, f"balances not tracked: {sorted(missing)[:5]}"
     wrong = {k: (after[k] - before[k], exp.get(k, 0)) for k in before if after[k] - before[k] != exp.get(k, 0)}
     assert not wrong, f"{len(wrong)} balance(s) moved otherwise than the receipts say (actual, expected): {dict(list(wrong.items())[:8])}"
+
+
+def pool_trade_deltas(r: redis.Redis, m: Manifest, chain: int) -> dict[str, int]:
+    """What the vault on `chain` gained (+) and gave (-) per token address in the netted
+    pool trades its mined batches executed (their `poolTrades`, from the PoolTrade events):
+    the vault's balance moves by these besides the orders' pulls and payouts."""
+    tokens = m.chain(chain).tokens
+    d: dict[str, int] = {}
+    for n in range(1, int(r.get(f"stl:{chain}:batch:seq") or 0) + 1):
+        for t in json.loads(r.get(f"stl:{chain}:batch:{n}") or "{}").get("poolTrades", []):
+            if t["ok"]:
+                tin, tout = tokens[t["tokenIn"]].address.lower(), tokens[t["tokenOut"]].address.lower()
+                d[tin] = d.get(tin, 0) - int(t["amountIn"])
+                d[tout] = d.get(tout, 0) + int(t["amountOut"])
+    return d
 
 
 def wait_reconciled(r: redis.Redis, chains: list[int], timeout: float = 90) -> dict[int, dict[str, Any]]:

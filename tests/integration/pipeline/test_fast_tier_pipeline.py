@@ -23,6 +23,7 @@ from tests.integration.pipeline.conftest import (
     assert_balances_moved,
     balances,
     manifest_of,
+    pool_trade_deltas,
     wait_for,
     wait_reconciled,
 )
@@ -143,9 +144,13 @@ def test_small_orders_pay_out_before_their_pulls_large_and_overflow_wait(
     assert after[(A, weth_a, rev_addr)] == before[(A, weth_a, rev_addr)]
     assert after[(B, usdc_b, rev_addr)] == before[(B, usdc_b, rev_addr)] + int(rev["buyAmount"])
     va, vb = m.chain(A).contracts["settlement"].lower(), m.chain(B).contracts["settlement"].lower()
-    assert after[(A, weth_a, va)] - before[(A, weth_a, va)] == sum(int(d["order"]["sellAmount"]) for d in moved)
-    assert before[(B, usdc_b, vb)] - after[(B, usdc_b, vb)] == sum(int(d["buyAmount"]) for d in docs.values())
+    # The vaults: pulls in, payouts out, and the netted pool trades their batches ran.
     wait_reconciled(r, [A, B])
+    pools_a, pools_b = pool_trade_deltas(r, m, A), pool_trade_deltas(r, m, B)
+    pulled = sum(int(d["order"]["sellAmount"]) for d in moved)
+    assert after[(A, weth_a, va)] - before[(A, weth_a, va)] == pulled + pools_a.get(weth_a, 0)
+    paid = sum(int(d["buyAmount"]) for d in docs.values())
+    assert after[(B, usdc_b, vb)] - before[(B, usdc_b, vb)] == -paid + pools_b.get(usdc_b, 0)
 
     # The fast order's pull is closed on A's vault: its trader cannot reclaim a paid order.
     def confirmed() -> bool:

@@ -31,7 +31,7 @@ def _approve(net: Any, chain: int, symbol: str, owner: str, amount: int) -> None
     c = manifest_of(net).chain(chain)
     w3 = Web3(Web3.HTTPProvider(c.rpc_url))
     data = Web3.keccak(text="approve(address,uint256)")[:4] + bytes(12) + bytes.fromhex(c.contracts["settlement"][2:]) + amount.to_bytes(32, "big")
-    h = w3.eth.send_transaction({"from": owner, "to": c.tokens[symbol].address, "data": data, "gas": 100_000})  # type: ignore[typeddict-item]
+    h = w3.eth.send_transaction({"from": owner, "to": c.tokens[symbol].address, "data": data, "gas": 100_000})
     assert w3.eth.wait_for_transaction_receipt(h, timeout=30)["status"] == 1
 
 
