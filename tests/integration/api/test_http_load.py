@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from scripts.devnet.devnet import Devnet
-from scripts.redis_server import EmbeddedRedis
-from tests.conftest import ApiProcess
+from tests.conftest import ApiProcess, embedded_redis
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +24,12 @@ ROOT = Path(__file__).resolve().parents[3]
 def api(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     """An API on its own Redis: the load touches every trader, whose order lists other
     tests of the shared ledger count."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("load-redis"))
-    server.start()
-    proc = ApiProcess(devnet.manifest_path, server.url, tmp_path_factory.mktemp("load-api"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        server.stop()
+    with embedded_redis(tmp_path_factory.mktemp("load-redis")) as server:
+        proc = ApiProcess(devnet.manifest_path, server.url, tmp_path_factory.mktemp("load-api"))
+        try:
+            yield proc
+        finally:
+            proc.stop()
 
 
 def _load(tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -25,7 +24,7 @@ from app.settings import Settings
 from scripts.devnet.devnet import Devnet
 from scripts.devnet.ports import free_port
 from scripts.redis_server import EmbeddedRedis
-from tests.conftest import ApiProcess
+from tests.conftest import ApiProcess, embedded_redis
 
 T = TypeVar("T")
 
@@ -50,12 +49,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     restores every open order other tests confirmed (their pool trades on the other
     devnet's pools, whose addresses are the same) into its book, which then shows these
     pools moved while the chain (and a maker pricing from it) does not."""
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("mm-redis")))
-    server.start()
-    try:
+    with embedded_redis(tmp_path_factory.mktemp("mm-redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 MM_ENV = {

@@ -45,6 +45,7 @@ from settlement.zk.legs import Leg
 __all__ = ["VaultChain", "error_name", "prove", "vault_chain"]
 
 GAS = 8_000_000
+RECLAIM_TIMEOUT = 600  # seconds before a pull may be reclaimed, in the vault tests
 _keys: dict[int, groth16.ProvingKey] = {}
 
 

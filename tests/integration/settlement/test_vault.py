@@ -9,7 +9,6 @@ failing pulls, and a follow-up batch that confirms a pull.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -40,29 +39,19 @@ from settlement.vault import (
 from settlement.zk.batch import Batch
 from settlement.zk.constants import FIELD_MODULUS
 from settlement.zk.legs import Leg, LegKind, genesis_head, order_ref_from_hash
-from tests.integration.settlement.harness import VaultChain, error_name, prove, vault_chain
+from tests.integration.settlement.harness import (
+    RECLAIM_TIMEOUT,
+    VaultChain,
+    error_name,
+    prove,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 E6, E18 = 10**6, 10**18
-TIMEOUT = 600
+TIMEOUT = RECLAIM_TIMEOUT  # the chain fixture (conftest.py) deploys the vault with it
 OTHER_CHAIN = 31002
 MAX_UINT = 2**256 - 1
-
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[VaultChain]:
-    with vault_chain(capacities=(16, 32), reclaim_timeout=TIMEOUT) as c:
-        yield c
-
-
-@pytest.fixture(autouse=True)
-def _isolated(chain: VaultChain) -> Iterator[None]:
-    snap = chain.snapshot()
-    try:
-        yield
-    finally:
-        chain.revert(snap)
 
 
 @dataclass(frozen=True)
