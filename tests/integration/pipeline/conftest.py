@@ -237,8 +237,9 @@ def pool_trade_deltas(r: redis.Redis, m: Manifest, chain: int) -> dict[str, int]
 
 
 def wait_reconciled(r: redis.Redis, chains: list[int], timeout: float = 90) -> dict[int, dict[str, Any]]:
-    """Wait for a fresh, clean reconciliation of each chain with every log leg applied:
-    the vault holds, per token and to the wei, its baseline plus pulls minus payouts."""
+    """Wait for a fresh, clean reconciliation of each chain with every log leg applied and
+    no pool flow left to net: the vault holds, per token and to the wei, its baseline plus
+    pulls minus payouts plus its maker and pool legs."""
     since = time.time()
     reps: dict[int, dict[str, Any]] = {}
 
@@ -249,6 +250,8 @@ def wait_reconciled(r: redis.Redis, chains: list[int], timeout: float = 90) -> d
                 raise AssertionError(f"chain {c} does not reconcile: {rep}")
             log_next = int(r.get(f"log:{c}:next") or 0)
             if not (rep.get("status") == "ok" and rep.get("at", 0) > since and rep.get("applied") == rep.get("cursor") == log_next):
+                return False
+            if r.hlen(f"stl:{c}:flows"):  # pool trades still to be netted into a pool leg
                 return False
             reps[c] = rep
         return True

@@ -144,8 +144,10 @@ def test_small_orders_pay_out_before_their_pulls_large_and_overflow_wait(
     assert after[(A, weth_a, rev_addr)] == before[(A, weth_a, rev_addr)]
     assert after[(B, usdc_b, rev_addr)] == before[(B, usdc_b, rev_addr)] + int(rev["buyAmount"])
     va, vb = m.chain(A).contracts["settlement"].lower(), m.chain(B).contracts["settlement"].lower()
-    # The vaults: pulls in, payouts out, and the netted pool trades their batches ran.
+    # The vaults: pulls in, payouts out, and the netted pool trades their batches ran
+    # (read once every leg, pool legs included, is applied).
     wait_reconciled(r, [A, B])
+    after = balances(vault_devnet, [va, vb], [A, B])
     pools_a, pools_b = pool_trade_deltas(r, m, A), pool_trade_deltas(r, m, B)
     pulled = sum(int(d["order"]["sellAmount"]) for d in moved)
     assert after[(A, weth_a, va)] - before[(A, weth_a, va)] == pulled + pools_a.get(weth_a, 0)

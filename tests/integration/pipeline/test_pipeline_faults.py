@@ -122,7 +122,6 @@ def test_payout_stuck_trader_reclaims_and_order_is_refunded(vault_devnet: Any, c
     wait_for(reconciled, 30, "chain A reconciles after the refund")
 
 
-@pytest.mark.skipif(not __import__("os").environ.get("CROSSBOOK_LONG_FAULTS"), reason="long fault test: set CROSSBOOK_LONG_FAULTS=1")
 def test_redis_killed_mid_batch_every_order_still_finalizes(vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, redis_server: Any, r: Any) -> None:
     m = manifest_of(vault_devnet)
     client = CrossbookClient(pipeline_api.url)
