@@ -43,19 +43,7 @@ def test_backlog_settles_as_a_group_in_one_transaction(
     orders = _backlog(pipeline_api, client, traders, r)
     celery = _workers(vault_devnet, redis_url, tmp_path)
     try:
-
-        def done() -> bool:
-            states = [client.order(o["orderId"])["state"] for _, _, o in orders]
-            assert not set(states) & {"failed", "refunded"}, states
-            return all(s == "finalized" for s in states)
-
-        wait_for(done, 900, "every order finalized", interval=2.0)
-
-        def reconciled() -> bool:
-            reps = [json.loads(r.get(f"stl:{c}:recon") or "{}") for c in (A, B)]
-            return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
-
-        wait_for(reconciled, 120, "reconcile ok on both chains")
+        _all_finalized_and_reconciled(client, orders, r)
     except AssertionError:
         print(celery.log("settle")[-8000:])
         print(celery.log("prove")[-3000:], celery.log("prove2")[-3000:])
@@ -166,18 +154,7 @@ def test_reorged_group_is_resent_as_the_same_transaction(
         head = int(rpc_call(rpc, "eth_blockNumber"), 16)
         assert reorg(rpc, head - int(members[0]["block"]) + 1)["depth"] >= 1  # drop its block
 
-        def done() -> bool:
-            states = [client.order(o["orderId"])["state"] for _, _, o in orders]
-            assert not set(states) & {"failed", "refunded"}, states
-            return all(s == "finalized" for s in states)
-
-        wait_for(done, 900, "every order finalized", interval=2.0)
-
-        def reconciled() -> bool:
-            reps = [json.loads(r.get(f"stl:{c}:recon") or "{}") for c in (A, B)]
-            return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
-
-        wait_for(reconciled, 120, "reconcile ok on both chains")
+        _all_finalized_and_reconciled(client, orders, r)
     except AssertionError:
         print(celery.log("settle")[-8000:])
         raise
@@ -193,3 +170,18 @@ def test_reorged_group_is_resent_as_the_same_transaction(
 
 def _batches(r: Any, chain: int) -> list[dict[str, Any]]:
     return [json.loads(r.get(k)) for k in r.keys(f"stl:{chain}:batch:*") if not k.endswith(":seq")]
+
+
+def _all_finalized_and_reconciled(client: CrossbookClient, orders: list[Any], r: Any) -> None:
+    def done() -> bool:
+        states = [client.order(o["orderId"])["state"] for _, _, o in orders]
+        assert not set(states) & {"failed", "refunded"}, states
+        return all(s == "finalized" for s in states)
+
+    wait_for(done, 900, "every order finalized", interval=2.0)
+
+    def reconciled() -> bool:
+        reps = [json.loads(r.get(f"stl:{c}:recon") or "{}") for c in (A, B)]
+        return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
+
+    wait_for(reconciled, 120, "reconcile ok on both chains")
