@@ -42,6 +42,8 @@ __all__ = ["DemoMaker", "MakerClient", "MakerClosed", "main"]
 
 log = logging.getLogger("crossbook.demo_maker")
 
+CLOSE_SECONDS = 3.0  # how long a stopping bot waits for the server to close the socket
+
 
 class MakerClosed(ConnectionError):
     """The server closed the socket (its close code is on the client)."""
@@ -273,7 +275,10 @@ class DemoMaker:
                     with contextlib.suppress(asyncio.CancelledError, MakerClosed):
                         await handler
         finally:
-            await client.close()
+            # Bounded: a server that does not answer the close handshake (busy, or gone)
+            # must not keep Ctrl-C from ending the bot.
+            with contextlib.suppress(TimeoutError, MakerClosed, OSError):
+                await asyncio.wait_for(client.close(), CLOSE_SECONDS)
 
     def _funds(self, client: MakerClient, chain_id: int, symbol: str) -> int:
         for c in client.welcome.get("chains", []):
