@@ -46,15 +46,21 @@ def w3(anvil: AnvilNode) -> Iterator[Web3]:
         anvil.rpc("evm_revert", [snap])
 
 
-@pytest.fixture(scope="session")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    cfg = load_config(chains=3, base_port=0)
-    net = Devnet(cfg, tmp_path_factory.mktemp("devnet"))
+@contextmanager
+def own_devnet(directory: Path) -> Iterator[Devnet]:
+    """A 3-chain devnet on free ports in `directory`, stopped on exit."""
+    net = Devnet(load_config(chains=3, base_port=0), directory)
     net.start()
     try:
         yield net
     finally:
         net.stop()
+
+
+@pytest.fixture(scope="session")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    with own_devnet(tmp_path_factory.mktemp("devnet")) as net:
+        yield net
 
 
 @pytest.fixture

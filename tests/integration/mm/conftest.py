@@ -24,7 +24,7 @@ from app.settings import Settings
 from scripts.devnet.devnet import Devnet
 from scripts.devnet.ports import free_port
 from scripts.redis_server import EmbeddedRedis
-from tests.conftest import ApiProcess, embedded_redis
+from tests.conftest import ApiProcess, embedded_redis, own_devnet
 
 T = TypeVar("T")
 
@@ -34,14 +34,8 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     """This package's own 3-chain devnet. Tests elsewhere leave chain state behind (vault
     cursors, maker and trader balances, unsettled confirmations) that these tests must
     not inherit. Overrides the root fixture here only; `clean_devnet` follows it."""
-    from scripts.devnet.config import load_config
-
-    net = Devnet(load_config(chains=3, base_port=0), tmp_path_factory.mktemp("mm-devnet"))
-    net.start()
-    try:
+    with own_devnet(tmp_path_factory.mktemp("mm-devnet")) as net:
         yield net
-    finally:
-        net.stop()
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:

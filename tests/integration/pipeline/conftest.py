@@ -24,7 +24,7 @@ from app.manifest import Manifest
 from scripts.devnet.deploy_settlement import deploy_settlement
 from scripts.devnet.devnet import Devnet
 from scripts.redis_server import EmbeddedRedis
-from tests.conftest import ApiProcess, embedded_redis
+from tests.conftest import ApiProcess, embedded_redis, own_devnet
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -36,14 +36,8 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     (vault cursors advanced by settlements whose ledger was flushed, reorgs that
     invalidate snapshots, maker and trader balances) that these tests must not inherit.
     Overrides the root fixture in this package only; `clean_devnet` follows it."""
-    from scripts.devnet.config import load_config
-
-    net = Devnet(load_config(chains=3, base_port=0), tmp_path_factory.mktemp("pipeline-devnet"))
-    net.start()
-    try:
+    with own_devnet(tmp_path_factory.mktemp("pipeline-devnet")) as net:
         yield net
-    finally:
-        net.stop()
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
