@@ -22,6 +22,8 @@ from typing import Any
 from eth_abi import decode
 from eth_utils import event_signature_to_log_topic, function_signature_to_4byte_selector
 from web3 import AsyncWeb3, WebSocketProvider
+from web3.exceptions import Web3RPCError
+from web3.types import RPCEndpoint
 
 from adapters.pools import GET_RESERVES, SYNC_TOPIC, PoolAdapter, adapter_for, decode_reserves
 from app.domain.sources import Source
@@ -74,6 +76,7 @@ class ChainAdapter:
             p.address.lower(): adapter_for(chain, p, gas_units) for p in chain.pools
         }
         self.tokens = {t.address.lower(): t.address for t in chain.tokens.values()}
+        self._log_addresses = [p.address for p in chain.pools] + list(self.tokens.values())
         # Accounts whose token balances the book needs (the inventory holder; traders
         # are added by the confirmation path). Lower-case addresses.
         self.tracked: set[str] = {chain.inventory.lower()}
@@ -192,25 +195,18 @@ class ChainAdapter:
             return
         sources: dict[str, Source] = {}
         touched: set[tuple[str, str]] = set()
-        logs = await w3.eth.get_logs(
-            {
-                "fromBlock": number,
-                "toBlock": number,
-                "address": [p.address for p in self.pools.values()] + list(self.tokens.values()),  # type: ignore[typeddict-item]
-                "topics": [[SYNC_TOPIC, TRANSFER_TOPIC, APPROVAL_TOPIC]],
-            }
-        )
-        for entry in logs:  # in log order, so the last Sync per pool wins
-            addr = str(entry["address"]).lower()
-            topic0 = _hex(entry["topics"][0])
+        for entry in await self._logs(w3, number):  # in log order: the last Sync per pool wins
+            addr = entry["address"].lower()
+            topics = entry["topics"]
+            topic0 = topics[0].lower()
             if topic0 == SYNC_TOPIC and addr in self.pools:
                 pool = self.pools[addr]
-                sources[pool.source_id] = pool.source(*decode_reserves(bytes(entry["data"])))
-            elif topic0 in (TRANSFER_TOPIC, APPROVAL_TOPIC) and addr in self.tokens and len(entry["topics"]) == 3:
+                sources[pool.source_id] = pool.source(*decode_reserves(bytes.fromhex(entry["data"][2:])))
+            elif topic0 in (TRANSFER_TOPIC, APPROVAL_TOPIC) and addr in self.tokens and len(topics) == 3:
                 # Transfer(from, to): both sides' balances; Approval(owner, spender): the
                 # owner's allowance. A transferFrom also spends allowance: re-read both.
-                for t in entry["topics"][1:]:
-                    account = "0x" + bytes(t)[-20:].hex()
+                for t in topics[1:]:
+                    account = "0x" + t[-40:].lower()
                     if account in self.tracked:
                         touched.add((addr, account))
         # Absolute balances at this block for tracked accounts a transfer touched:
@@ -218,6 +214,28 @@ class ChainAdapter:
         balances, allowances = await self._read_balances(w3, number, sorted(touched))
         self._set_head(number, _hex(head["hash"]), int(head["timestamp"]))
         self._publish(sources, balances, allowances)
+
+    async def _logs(self, w3: AsyncWeb3[Any], number: int) -> list[dict[str, Any]]:
+        """The block's pool and token logs, as the node sends them (hex strings).
+
+        A raw request: web3's `get_logs` runs its ABI formatters over the filter and every
+        log, ~2.5 ms of CPU per block measured here, on the event loop that serves quotes;
+        this is ~0.25 ms. Errors come back as an `error` member, raised like web3's."""
+        reply = await w3.provider.make_request(
+            RPCEndpoint("eth_getLogs"),
+            [
+                {
+                    "fromBlock": hex(number),
+                    "toBlock": hex(number),
+                    "address": self._log_addresses,
+                    "topics": [[SYNC_TOPIC, TRANSFER_TOPIC, APPROVAL_TOPIC]],
+                }
+            ],
+        )
+        if "error" in reply:
+            raise Web3RPCError(f"eth_getLogs: {reply['error']}")
+        logs: list[dict[str, Any]] = reply["result"]
+        return logs
 
     # -- state -----------------------------------------------------------------------
 
