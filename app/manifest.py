@@ -97,10 +97,14 @@ class ChainInfo:
     contracts: dict[str, str] = field(default_factory=dict)  # settlement, verifier, ...
     deploy_block: int = 0
     # Fast settlement tier for pulls on this chain (settlement/tier.py), USD with 6
-    # decimals: the largest payout fronted before its pull settles (0: none), and the most
-    # outstanding at once.
+    # decimals: the largest payout fronted before its pull settles (0: none), the most
+    # outstanding at once, and per trader; the failed-pull losses per window that turn the
+    # tier off. 0 (a manifest without the field): the tier's default.
     fast_tier_usd6: int = 0
     fast_exposure_usd6: int = 0
+    fast_trader_cap_usd6: int = 0
+    fast_loss_budget_usd6: int = 0
+    fast_loss_window_seconds: int = 0
 
     def token_by_address(self, address: str) -> TokenInfo | None:
         low = address.lower()
@@ -122,7 +126,13 @@ class ChainInfo:
             "inventory": self.inventory,
             "contracts": dict(self.contracts),
             "deployBlock": self.deploy_block,
-            "fastTier": {"maxValueUsd6": str(self.fast_tier_usd6), "exposureCapUsd6": str(self.fast_exposure_usd6)},
+            "fastTier": {
+                "maxValueUsd6": str(self.fast_tier_usd6),
+                "exposureCapUsd6": str(self.fast_exposure_usd6),
+                "traderCapUsd6": str(self.fast_trader_cap_usd6),
+                "lossBudgetUsd6": str(self.fast_loss_budget_usd6),
+                "lossWindowSeconds": self.fast_loss_window_seconds,
+            },
         }
 
     @classmethod
@@ -144,6 +154,9 @@ class ChainInfo:
             deploy_block=int(d.get("deployBlock", 0)),
             fast_tier_usd6=int(d.get("fastTier", {}).get("maxValueUsd6", 0)),
             fast_exposure_usd6=int(d.get("fastTier", {}).get("exposureCapUsd6", 0)),
+            fast_trader_cap_usd6=int(d.get("fastTier", {}).get("traderCapUsd6", 0)),
+            fast_loss_budget_usd6=int(d.get("fastTier", {}).get("lossBudgetUsd6", 0)),
+            fast_loss_window_seconds=int(d.get("fastTier", {}).get("lossWindowSeconds", 0)),
         )
 
 

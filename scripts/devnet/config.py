@@ -41,9 +41,15 @@ class ChainSpec:
     depth_scale: float = 1.0
     port: int = 0  # 0: choose a free port at start
     # Fast settlement tier for pulls on this chain (settlement/tier.py), in USD: the
-    # largest payout fronted before its pull settles (0: none), and the most outstanding.
+    # largest payout fronted before its pull settles (0: none), the most outstanding, the
+    # most outstanding per trader, and the failed-pull losses within the window (hours)
+    # that turn the tier off. 0: the tier's default (a quarter of the exposure cap per
+    # trader, half of it as the budget, 24 h).
     fast_tier_usd: float = 0.0
     fast_exposure_usd: float = 0.0
+    fast_trader_cap_usd: float = 0.0
+    fast_loss_budget_usd: float = 0.0
+    fast_loss_window_hours: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,13 @@ def load_config(path: Path | str | None = None, chains: int | None = None, base_
         fast_exposure = float(t.get("fast_exposure_usd", dev.get("fast_exposure_usd", 0.0)))
         if fast_usd < 0 or fast_exposure < fast_usd:
             raise ConfigError(f"{where}: need 0 ≤ fast_tier_usd ≤ fast_exposure_usd")
+        fast_trader = float(t.get("fast_trader_cap_usd", dev.get("fast_trader_cap_usd", 0.0)))
+        if fast_trader and not fast_usd <= fast_trader <= fast_exposure:
+            raise ConfigError(f"{where}: need fast_tier_usd ≤ fast_trader_cap_usd ≤ fast_exposure_usd (or 0: the default)")
+        fast_budget = float(t.get("fast_loss_budget_usd", dev.get("fast_loss_budget_usd", 0.0)))
+        fast_window = float(t.get("fast_loss_window_hours", dev.get("fast_loss_window_hours", 0.0)))
+        if fast_budget < 0 or fast_window < 0:
+            raise ConfigError(f"{where}: fast_loss_budget_usd and fast_loss_window_hours must be ≥ 0 (0: the default)")
         name = str(t.get("name", f"chain-{cid}"))
         if k >= len(templates):
             name = f"{name}-{k // len(templates)}"
@@ -151,6 +164,9 @@ def load_config(path: Path | str | None = None, chains: int | None = None, base_
                 port=(port0 + k) if port0 else 0,
                 fast_tier_usd=fast_usd,
                 fast_exposure_usd=fast_exposure,
+                fast_trader_cap_usd=fast_trader,
+                fast_loss_budget_usd=fast_budget,
+                fast_loss_window_hours=fast_window,
             )
         )
 

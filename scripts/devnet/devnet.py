@@ -165,6 +165,9 @@ class Devnet:
                     deploy_block=dep.block,
                     fast_tier_usd6=usd6(spec.fast_tier_usd),
                     fast_exposure_usd6=usd6(spec.fast_exposure_usd),
+                    fast_trader_cap_usd6=usd6(spec.fast_trader_cap_usd),
+                    fast_loss_budget_usd6=usd6(spec.fast_loss_budget_usd),
+                    fast_loss_window_seconds=round(spec.fast_loss_window_hours * 3600),
                 )
                 # The vault (verifiers + Settlement) takes over the operator's inventory.
                 vault = deploy_settlement(
