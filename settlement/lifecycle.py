@@ -27,6 +27,10 @@ pull fails has been (or will be) paid anyway: nothing was taken from the trader,
 payout is booked as the operator's loss (`stl:{buy}:losses`, `stl:losses`, ALERT), and
 the order ends `finalized` once both legs are final, its pull leg `failed_final` and the
 loss in `operatorLoss`. Never `failed`: that state promises that nothing was paid.
+A decision reads and writes the chain's exposure, the trader's share of it and the
+tier's switch in one transaction; a loss also goes to the sell chain's budget
+(`stl:{sell}:fastlosses`), and the transaction that finds the budget exceeded turns the
+chain's tier off (`stl:{sell}:fasttier`, one ALERT).
 """
 
 from __future__ import annotations
@@ -43,7 +47,19 @@ from redis.exceptions import WatchError
 from app.domain.order import TERMINAL_STATES, Order, OrderState, payout_leg
 from settlement import rebalance
 from settlement.batching import Keys
-from settlement.tier import Tier, TierRules, exposure_key, losses_key
+from settlement.tier import (
+    FastTierLimits,
+    Switch,
+    Tier,
+    TierRules,
+    exposure_key,
+    fast_losses_key,
+    loss_entry,
+    losses_key,
+    switch_key,
+    trader_exposure_key,
+    window_losses,
+)
 from settlement.vault import (
     NO_REF,
     MakerLeg,
@@ -65,6 +81,8 @@ __all__ = [
     "apply_final",
     "apply_mined",
     "apply_reclaimed",
+    "check_loss_budget",
+    "decide_tier",
     "enqueue_fast_payouts",
     "outcomes",
     "transition",
@@ -218,6 +236,12 @@ class _Reader:
     def hget(self, key: str, field: str) -> Any:
         return self.r.hget(key, field)
 
+    def hgetall(self, key: str) -> Any:
+        return self.r.hgetall(key)
+
+    def zrangebyscore(self, key: str, low: str, high: str) -> Any:
+        return self.r.zrangebyscore(key, low, high)
+
 
 def _set_state(doc: dict[str, Any], state: OrderState, *, reason: str = "", now_ms: int) -> bool:
     if not transition(doc["state"], state):
@@ -297,7 +321,8 @@ def _pull_settled(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index:
         return
     first = json.loads(raw)
     buy_chain = int(first["order"]["buyChainId"])
-    watch = [_held_key(first), Keys.expect(info.chain_id), Keys.log_next(buy_chain), exposure_key(info.chain_id)]
+    watch = [_held_key(first), Keys.expect(info.chain_id), Keys.log_next(buy_chain), exposure_key(info.chain_id),
+             trader_exposure_key(info.chain_id)]
 
     def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
         pull = _leg(doc, "pull")
@@ -359,11 +384,71 @@ def _append_payout(rd: _Reader, p: Any, doc: dict[str, Any], oid: str, asset_ind
 
 
 def _release_exposure(rd: _Reader, p: Any, doc: dict[str, Any]) -> None:
-    """The fast payout's pull has an outcome: it no longer counts against the cap."""
+    """The fast payout's pull has an outcome: it no longer counts against the caps."""
     if not doc.get("exposureOpen"):
         return
-    _release(rd, p, exposure_key(int(doc["order"]["sellChainId"])), int(doc["tierValueUsd6"]))
+    sell, value = int(doc["order"]["sellChainId"]), int(doc["tierValueUsd6"])
+    _release(rd, p, exposure_key(sell), value)
+    trader = doc.get("fastTrader")  # absent in orders decided before the per-trader cap
+    if trader is not None:
+        key = trader_exposure_key(sell)
+        left = _big(rd.hget(key, trader)) - value
+        if left < 0:
+            log.error("%s %s would go below zero (%d); clamped", key, trader, left)
+        if left > 0:
+            p.hset(key, trader, str(left))
+        else:
+            p.hdel(key, trader)  # the hash holds traders with open fast payouts only
     doc["exposureOpen"] = False
+
+
+def _switch_off(rd: _Reader, p: Any, chain: int, limits: FastTierLimits, now_ms: int, flip: dict[str, str]) -> str | None:
+    """Why the chain's fast tier is off, or None when on. Inside a transaction watching
+    `switch_key` and `fast_losses_key`: when the losses counted toward the budget exceed
+    it, the tier turns off here (queued on `p`, `flip` says why) so no decision committed
+    after the loss that crossed it can go fast."""
+    sw = Switch.from_hash(rd.hgetall(switch_key(chain)))
+    if not sw.on:
+        return sw.reason or f"turned off by {sw.by or 'the operator'}"
+    losses = window_losses(rd.zrangebyscore(fast_losses_key(chain), f"({limits.counted_since(sw, now_ms)}", "+inf"))
+    if not limits.over_budget(losses):
+        return None
+    reason = (f"fast-tier losses of {losses} usd6 on pulls on chain {chain} within {limits.loss_window}s "
+              f"exceed the loss budget of {limits.loss_budget} usd6")
+    p.hset(switch_key(chain), mapping=Switch(False, "loss budget", reason, now_ms, sw.count_from).to_hash())
+    flip["reason"] = reason
+    return reason
+
+
+def _alert_switched_off(chain: int, flip: dict[str, str]) -> None:
+    if flip:
+        log.error("ALERT chain %d: fast tier turned off: %s; new orders settle standard until "
+                  "`crossbook settlement fast-tier --chain %d --enable`", chain, flip["reason"], chain)
+
+
+def check_loss_budget(r: Any, chain_id: int, limits: FastTierLimits, now_ms: int | None = None) -> Switch:
+    """Turn the chain's fast tier off if its losses in the window exceed the budget (each
+    tick, so it turns off without waiting for a new order; the ALERT is logged by the one
+    transaction that turns it off). Losses older than the window are dropped. Returns the
+    switch as it is now."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    r.zremrangebyscore(fast_losses_key(chain_id), "-inf", now_ms - limits.loss_window * 1000)  # no write when none
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(switch_key(chain_id), fast_losses_key(chain_id))
+                flip: dict[str, str] = {}
+                p.multi()
+                _switch_off(_Reader(r), p, chain_id, limits, now_ms, flip)
+                if flip:
+                    p.execute()
+                else:
+                    p.reset()
+                break
+            except WatchError:
+                continue
+    _alert_switched_off(chain_id, flip)
+    return Switch.from_hash(r.hgetall(switch_key(chain_id)))
 
 
 # Orders looked at per tick at most (the rest on the next tick; a pull settled before its
@@ -378,6 +463,7 @@ def enqueue_fast_payouts(r: Any, chain_id: int, rules: TierRules, asset_index: d
     transaction as its payout and the exposure. Returns how many went fast."""
     if chain_id not in rules.limits:
         return 0  # no fast tier for pulls here: every order is standard (set when its pull settles)
+    check_loss_budget(r, chain_id, rules.limits[chain_id])
     scan = f"stl:{chain_id}:tierscan"
     applied = int(r.get(f"stl:{chain_id}:applied") or 0)  # legs below are mined: too late
     start = max(int(r.get(scan) or 0), applied)
@@ -394,7 +480,7 @@ def enqueue_fast_payouts(r: Any, chain_id: int, rules: TierRules, asset_index: d
         if leg["kind"] != "pull":
             continue
         try:
-            fast += _decide_tier(r, leg["orderId"], rules, asset_index, now_ms) is Tier.FAST
+            fast += decide_tier(r, leg["orderId"], rules, asset_index, now_ms) is Tier.FAST
         except (KeyError, ValueError, TypeError):
             # Never block the tick: an order the rules cannot read settles standard.
             log.exception("order %s: fast-tier decision failed; it settles standard", leg["orderId"])
@@ -402,30 +488,42 @@ def enqueue_fast_payouts(r: Any, chain_id: int, rules: TierRules, asset_index: d
     return fast
 
 
-def _decide_tier(r: Any, oid: str, rules: TierRules, asset_index: dict[str, int], now_ms: int) -> Tier | None:
+def decide_tier(r: Any, oid: str, rules: TierRules, asset_index: dict[str, int], now_ms: int) -> Tier | None:
+    """Decide one order's tier (pull on a chain with a fast tier), appending its payout
+    if fast. Safe to run concurrently for any orders: None when it was decided already."""
     raw = r.get(Keys.order(oid))
     if raw is None:
         return None
     first = json.loads(raw)
     sell, buy = int(first["order"]["sellChainId"]), int(first["order"]["buyChainId"])
+    limits = rules.limits[sell]
     decided: list[Tier] = []
+    flip: dict[str, str] = {}
 
     def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
+        flip.clear()  # a retried transaction decides afresh
         if doc.get("tier") is not None or doc["state"] != S.CONFIRMED.value or _payout_in_log(doc):
             return None  # decided already, or the pull's outcome came first (standard)
         if _leg(doc, "pull").get("state") != "pending":
             return None
+        # One step for the switch, the chain's exposure and the trader's share of it: two
+        # orders of one trader decided at once cannot both take the last room under its cap.
+        trader = doc["order"]["trader"].lower()
         exposure = _big(rd.get(exposure_key(sell)))
-        d = rules.decide_order(doc, exposure)
+        mine = _big(rd.hget(trader_exposure_key(sell), trader))
+        off = _switch_off(rd, p, sell, limits, now_ms, flip) if sell != buy else None
+        d = rules.decide_order(doc, exposure, trader_exposure=mine, off=off)
         doc.update(tier=d.tier.value, tierReason=d.reason)
         if d.tier is Tier.FAST:
-            doc.update(tierValueUsd6=str(d.value), exposureOpen=True)
+            doc.update(tierValueUsd6=str(d.value), exposureOpen=True, fastTrader=trader)
             p.set(exposure_key(sell), str(exposure + d.value))
+            p.hset(trader_exposure_key(sell), trader, str(mine + d.value))
             _append_payout(rd, p, doc, oid, asset_index, now_ms)
         decided.append(d.tier)
         return []
 
-    _update(r, oid, step, [exposure_key(sell), Keys.log_next(buy)])
+    _update(r, oid, step, [exposure_key(sell), trader_exposure_key(sell), switch_key(sell), fast_losses_key(sell), Keys.log_next(buy)])
+    _alert_switched_off(sell, flip)
     return decided[-1] if decided else None
 
 
@@ -459,6 +557,8 @@ def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: 
         # Fast tier: the payout is in the buy chain's committed log (or paid already) and
         # will be paid; its inventory hold goes when it settles, as any payout's.
         _release_exposure(rd, p, doc)
+        # What the sell chain's loss budget counts (usd6 at the reference prices).
+        p.zadd(fast_losses_key(info.chain_id), {loss_entry(oid, int(doc.get("tierValueUsd6", 0))): now_ms})
         token, amount = asset_index[doc["buySymbol"]], int(doc["buyAmount"])
         loss = {"orderId": oid, "chainId": buy, "token": token, "symbol": doc["buySymbol"], "amount": str(amount),
                 "valueUsd6": doc.get("tierValueUsd6", "0"), "sellChainId": info.chain_id, "pullTx": info.tx_hash,
@@ -473,7 +573,8 @@ def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: 
         lost.append(loss)
         return []
 
-    _update(r, oid, step, [_held_key(first), _invheld_key(first), exposure_key(info.chain_id), losses_key(buy)])
+    _update(r, oid, step, [_held_key(first), _invheld_key(first), exposure_key(info.chain_id),
+                           trader_exposure_key(info.chain_id), losses_key(buy)])
     for loss in lost[-1:]:
         log.error("ALERT order %s: pull failed on chain %d (%s) after its fast-tier payout was enqueued: operator loss %s %s on chain %d",
                   oid, info.chain_id, o.reason, loss["amount"], loss["symbol"], buy)

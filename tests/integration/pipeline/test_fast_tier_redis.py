@@ -1,17 +1,34 @@
 """The fast tier's lifecycle on a real Redis, orders confirmed by the API's own Lua script:
 payout enqueued at the sell chain's tick (once), payout before pull, the exposure cap, a
-failed pull booked as the operator's loss."""
+failed pull booked as the operator's loss, the per-trader cap under concurrent decisions,
+the loss budget turning the tier off and the operator turning it on."""
 
 from __future__ import annotations
 
 import json
+import logging
+import random
+import threading
+import time
 from typing import Any
 
+import pytest
 import redis
 
 from app.services.ledger import CONFIRM_LUA
 from settlement import lifecycle
-from settlement.tier import FastTierLimits, TierRules, exposure_key, losses_key, usd6
+from settlement.operator import fast_tier_report, set_fast_tier
+from settlement.tier import (
+    FastTierLimits,
+    Switch,
+    TierRules,
+    exposure_key,
+    fast_losses_key,
+    losses_key,
+    switch_key,
+    trader_exposure_key,
+    usd6,
+)
 from settlement.vault import Paid, Pulled, PullFailed, PullFailure
 
 SELL, BUY = 1, 2
@@ -23,11 +40,11 @@ RULES = TierRules({"USDC": usd6(1), "WETH": usd6(3000)}, {SELL: FastTierLimits(u
 TRADER = "0x" + "11" * 20
 
 
-def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY) -> tuple[str, int]:
+def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY, trader: str = TRADER) -> tuple[str, int]:
     oid = "0x" + k.to_bytes(32, "big").hex()
     order = {
-        "trader": TRADER, "sellChainId": SELL, "sellToken": TOKEN_S, "sellAmount": str(10**16 + k),
-        "buyChainId": buy, "buyToken": TOKEN_B, "minBuyAmount": str(buy_amount - 10), "recipient": TRADER,
+        "trader": trader, "sellChainId": SELL, "sellToken": TOKEN_S, "sellAmount": str(10**16 + k),
+        "buyChainId": buy, "buyToken": TOKEN_B, "minBuyAmount": str(buy_amount - 10), "recipient": trader,
         "nonce": str(k), "deadline": 2**40, "quoteId": "0x" + "cd" * 32,
     }
     doc = {
@@ -40,9 +57,9 @@ def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY) -> tupl
         "history": [{"state": "confirmed", "at": 1}],
         "rfq": None,
     }
-    leg = {"index": "__INDEX__", "kind": "pull", "orderId": oid, "account": TRADER, "token": 0,
+    leg = {"index": "__INDEX__", "kind": "pull", "orderId": oid, "account": trader, "token": 0,
            "amount": order["sellAmount"], "minAmount": "0", "orderRef": str(k), "leafHash": "0"}
-    t = TRADER.lower()
+    t = trader.lower()
     keys = [f"nonce:{SELL}:{t}:{k}", f"held:{SELL}:{TOKEN_S}:{t}", f"invheld:{buy}:{TOKEN_B}", f"log:{SELL}:next",
             f"log:{SELL}:legs", f"order:{oid}", f"trader:{t}"]
     script = r.register_script(CONFIRM_LUA)
@@ -170,3 +187,134 @@ def test_failed_pull_after_fast_payout_is_booked_as_operator_loss(redis_url: str
         assert d["state"] == "finalized" and d["legs"][0]["state"] == "failed_final" and d["legs"][1]["state"] == "final"
         assert [h["state"] for h in d["history"]] == ["confirmed", "settled", "finalized"]
     assert r.scard(f"stl:{SELL}:confirms") == 0  # nothing pulled, nothing to close
+
+
+# -- per-trader cap and loss budget ----------------------------------------------------
+
+def _decide_all_at_once(redis_url: str, rules: TierRules, oids: list[str], threads: int = 8) -> None:
+    """Decide `oids` from `threads` threads at once, each on its own connection and in its
+    own shuffled order: decisions of one trader's orders race each other."""
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rr = redis.Redis.from_url(redis_url, decode_responses=True)
+        mine = oids[:]
+        random.Random(seed).shuffle(mine)
+        start.wait()
+        try:
+            for oid in mine:
+                lifecycle.decide_tier(rr, oid, rules, ASSETS, int(time.time() * 1000))
+        except BaseException as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors
+
+
+def test_one_traders_orders_decided_at_once_never_exceed_its_cap(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    # 30 USD each: a trader fits three (90 of 100), the chain 20 of them (600 of 610).
+    rules = TierRules(RULES.prices, {SELL: FastTierLimits(usd6(100), usd6(610), trader_cap=usd6(100))}, RULES.decimals)
+    greedy, others = "0x" + "22" * 20, ["0x" + f"{k:02x}" * 20 for k in range(0x30, 0x35)]
+    g = [_confirm(r, k, 30_000_000, trader=greedy)[0] for k in range(1, 41)]
+    o = [_confirm(r, 100 + 10 * j + k, 30_000_000, trader=t)[0] for j, t in enumerate(others) for k in range(3)]
+    for _ in range(3):  # three rounds of fresh races
+        _decide_all_at_once(redis_url, rules, g + o)
+        docs = {x: _doc(r, x) for x in g + o}
+        assert all(d["tier"] is not None for d in docs.values())
+    fast_g = [x for x in g if docs[x]["tier"] == "fast"]
+    assert len(fast_g) == 3 and int(r.hget(trader_exposure_key(SELL), greedy) or 0) == usd6(90)
+    assert all("the trader's fast-tier exposure" in docs[x]["tierReason"] for x in g if x not in fast_g)
+    # The other traders are unaffected: each got its three, within the chain's cap.
+    assert all(docs[x]["tier"] == "fast" for x in o)
+    assert {t: int(v) for t, v in r.hgetall(trader_exposure_key(SELL)).items()} == {greedy: usd6(90), **{t: usd6(90) for t in others}}
+    assert int(r.get(exposure_key(SELL)) or 0) == usd6(30) * (3 + len(o)) <= usd6(610)
+    payouts = [e["orderId"] for e in _log(r, BUY).values()]
+    assert sorted(payouts) == sorted(fast_g + o)  # one payout per fast order, none for the rest
+    # A fast pull settles: the trader has room for one more (30 of 100 free again).
+    index = next(i for i, e in _log(r, SELL).items() if e["orderId"] == fast_g[0])
+    _pull_outcome(r, fast_g[0], index, ok=True, batch=1, tx="0xa1")
+    assert int(r.hget(trader_exposure_key(SELL), greedy) or 0) == usd6(60)
+    more = [_confirm(r, k, 30_000_000, trader=greedy)[0] for k in (41, 42)]
+    _decide_all_at_once(redis_url, rules, more)
+    assert sorted(_doc(r, x)["tier"] for x in more) == ["fast", "standard"]
+    # Every open fast payout of a trader settled or failed: its field is gone, not 0.
+    other = others[0]
+    for k, x in enumerate(x for x in o if _doc(r, x)["order"]["trader"] == other):
+        index = next(i for i, e in _log(r, SELL).items() if e["orderId"] == x)
+        _pull_outcome(r, x, index, ok=k != 1, batch=2 + k, tx=f"0xb{k}")
+    assert not r.hexists(trader_exposure_key(SELL), other)
+
+
+BUDGET = TierRules(RULES.prices, {SELL: FastTierLimits(usd6(100), usd6(1000), loss_budget=usd6(100), loss_window=3600)}, RULES.decimals)
+
+
+def _alerts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for m in caplog.messages if m.startswith("ALERT") and "fast tier turned off" in m]
+
+
+def test_loss_budget_turns_the_tier_off_once_until_the_operator_turns_it_on(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="crossbook.lifecycle")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    (a, ia), (b, ib), (c, ic) = (_confirm(r, k, v) for k, v in ((1, 90_000_000), (2, 80_000_000), (3, 70_000_000)))
+    assert lifecycle.enqueue_fast_payouts(r, SELL, BUDGET, ASSETS) == 3
+    _pull_outcome(r, a, ia, ok=False, batch=1, tx="0xa1")  # 90 of 100: still on
+    assert r.zcard(fast_losses_key(SELL)) == 1 and lifecycle.check_loss_budget(r, SELL, BUDGET.limits[SELL]).on
+    _pull_outcome(r, b, ib, ok=False, batch=2, tx="0xa2")  # 170 > 100
+    # The next decision turns it off in its own transaction (no tick check ran before it).
+    d, _ = _confirm(r, 4, 10_000_000)
+    lifecycle.decide_tier(r, d, BUDGET, ASSETS, int(time.time() * 1000))
+    doc = _doc(r, d)
+    assert doc["tier"] == "standard" and f"chain {SELL}'s fast tier is off: fast-tier losses of 170000000 usd6" in doc["tierReason"]
+    sw = Switch.from_hash(r.hgetall(switch_key(SELL)))
+    assert not sw.on and sw.by == "loss budget" and "exceed the loss budget of 100000000 usd6" in sw.reason
+    # Ticks from several workers at once: it stays off, and the ALERT was logged once.
+    ts = [threading.Thread(target=lambda: lifecycle.check_loss_budget(redis.Redis.from_url(redis_url), SELL, BUDGET.limits[SELL])) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    e, _ = _confirm(r, 5, 10_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, BUDGET, ASSETS) == 0 and _doc(r, e)["tier"] == "standard"
+    assert len(_alerts(caplog)) == 1
+    rep = fast_tier_report(r, SELL, BUDGET.limits[SELL])
+    assert rep["on"] is False and rep["switch"]["by"] == "loss budget" and rep["losses"]["inWindowUsd6"] == str(usd6(170))
+    assert rep["exposureUsd6"] == str(usd6(70)) and rep["largestTraders"] == [{"trader": TRADER, "usd6": str(usd6(70))}]
+    # The operator turns it on: the losses so far were seen, the budget starts afresh.
+    set_fast_tier(r, SELL, True, "allowance revokes were one trader's; accounts blocked")
+    rep = fast_tier_report(r, SELL, BUDGET.limits[SELL])
+    assert rep["on"] is True and rep["losses"]["countedUsd6"] == "0" and rep["losses"]["inWindowUsd6"] == str(usd6(170))
+    f, _ = _confirm(r, 6, 20_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, BUDGET, ASSETS) == 1 and _doc(r, f)["tier"] == "fast"
+    time.sleep(0.01)
+    _pull_outcome(r, c, ic, ok=False, batch=3, tx="0xa3")  # 70 counted: on
+    assert lifecycle.check_loss_budget(r, SELL, BUDGET.limits[SELL]).on
+    # By hand: off for new orders, whatever the budget.
+    set_fast_tier(r, SELL, False)
+    g, _ = _confirm(r, 7, 10_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, BUDGET, ASSETS) == 0
+    assert _doc(r, g)["tierReason"] == f"chain {SELL}'s fast tier is off: turned off by the operator"
+    assert len(_alerts(caplog)) == 1  # the operator's switch is no alert
+
+
+def test_losses_older_than_the_window_do_not_count(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    (a, ia), (b, ib) = _confirm(r, 1, 90_000_000), _confirm(r, 2, 80_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, BUDGET, ASSETS) == 2
+    _pull_outcome(r, a, ia, ok=False, batch=1, tx="0xa1")
+    _pull_outcome(r, b, ib, ok=False, batch=2, tx="0xa2")
+    later = int(time.time() * 1000) + 3600 * 1000 + 1000  # both losses an hour and a second old
+    assert lifecycle.check_loss_budget(r, SELL, BUDGET.limits[SELL], now_ms=later).on
+    assert r.zcard(fast_losses_key(SELL)) == 0  # dropped from the budget's set; `stl:losses` keeps the record
+    assert r.llen("stl:losses") == 2
+    # Fresh losses, 120 USD within the window: over the budget.
+    (x, ix), (y, iy) = _confirm(r, 11, 60_000_000), _confirm(r, 12, 60_000_000)
+    assert lifecycle.enqueue_fast_payouts(r, SELL, BUDGET, ASSETS) == 2
+    _pull_outcome(r, x, ix, ok=False, batch=3, tx="0xa3")
+    _pull_outcome(r, y, iy, ok=False, batch=4, tx="0xa4")
+    assert not lifecycle.check_loss_budget(r, SELL, BUDGET.limits[SELL]).on
