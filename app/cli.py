@@ -367,7 +367,9 @@ def bench(
 
 # -- settlement operator commands --------------------------------------------------------
 
-settlement_app = typer.Typer(no_args_is_help=True, help="Settlement pipeline: status of each chain, unblock a stuck one")
+settlement_app = typer.Typer(
+    no_args_is_help=True, help="Settlement pipeline: status of each chain, unblock a stuck one, switch the fast tier"
+)
 app.add_typer(settlement_app, name="settlement")
 
 
@@ -384,13 +386,37 @@ def _settlement_chains(chain: int | None) -> list[int]:
     return [chain] if chain is not None else list(m.chain_ids)
 
 
+def _fast_limits(chain: int) -> Any:
+    """The chain's fast-tier limits as the settle worker applies them (None: no fast tier)."""
+    from settlement.tier import load_rules
+
+    return load_rules(get_settings().manifest, enabled=get_settings().fast_tier_enabled).limits.get(chain)
+
+
+def _fast_tier_line(f: dict[str, Any]) -> str:
+    from settlement.tier import usd_text
+
+    if not f["configured"]:
+        return f"  fast tier: none ({f['reason']})"
+    lim, loss = f["limits"], f["losses"]
+    state = "[green]on[/]" if f["on"] else f"[bold red]OFF[/] ({f['switch']['by']}: {f['reason']})"
+    trader_cap = "none" if lim["traderCapUsd6"] is None else usd_text(int(lim["traderCapUsd6"]))
+    budget = "none" if lim["lossBudgetUsd6"] is None else usd_text(int(lim["lossBudgetUsd6"]))
+    return (
+        f"  fast tier: {state}; up to {usd_text(int(lim['maxValueUsd6']))} USD per order; exposure "
+        f"{usd_text(int(f['exposureUsd6']))} of {usd_text(int(lim['exposureCapUsd6']))} USD, {f['traders']} trader(s), "
+        f"cap {trader_cap} each; losses {usd_text(int(loss['inWindowUsd6']))} USD ({loss['inWindow']}) in "
+        f"{lim['lossWindowSeconds'] / 3600:g} h, {usd_text(int(loss['countedUsd6']))} counted of the budget {budget}"
+    )
+
+
 @settlement_app.command("status")
 def settlement_status(
     chain: Annotated[int | None, typer.Option("--chain", help="chain id (default: every chain)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
     recent: Annotated[int, typer.Option(help="last batches to show")] = 5,
 ) -> None:
-    """Backlog, batch in flight, last batches, reverts, backoff, vault inventory, last reconciliation."""
+    """Backlog, batch in flight, last batches, reverts, backoff, vault inventory, last reconciliation, fast tier."""
     import redis
 
     from settlement.operator import chain_report
@@ -405,7 +431,7 @@ def settlement_status(
             except RuntimeError as e:  # no vault in the manifest: Redis side only
                 err.print(f"[yellow]chain {cid}:[/] {e}")
                 ctx = None
-            docs.append(chain_report(r, cid, ctx, recent=recent))
+            docs.append(chain_report(r, cid, ctx, recent=recent, fast=_fast_limits(cid)))
     except redis.RedisError as e:
         _fail(f"Redis at {get_settings().redis_url or 'redis://127.0.0.1:6379/0'}: {e}")
     except OSError as e:  # the chain's RPC does not answer
@@ -442,6 +468,7 @@ def settlement_status(
             out.print(f"  reconcile: {rec.get('status')} ({rec.get('ageSeconds')}s ago)", highlight=False)
         if d["stuck"]:
             out.print(f"  [bold red]STUCK[/]: {d['stuck']}", highlight=False)
+        out.print(_fast_tier_line(d["fastTier"]), highlight=False)
 
 
 @settlement_app.command("clear-backoff")
@@ -473,6 +500,35 @@ def settlement_clear_backoff(
         _fail(f"Redis: {e}")
         return
     sys.stdout.write(json.dumps(res.to_json()) + "\n")
+
+
+@settlement_app.command("fast-tier")
+def settlement_fast_tier(
+    chain: ChainOpt,
+    enable: Annotated[bool, typer.Option("--enable", help="turn it on (again after the loss budget turned it off)")] = False,
+    disable: Annotated[bool, typer.Option("--disable", help="turn it off: new orders settle standard")] = False,
+    reason: Annotated[str, typer.Option(help="why, kept with the switch")] = "",
+) -> None:
+    """Switch the chain's fast settlement tier (payouts before pulls, for pulls on this chain); no flag: show it."""
+    import redis
+
+    from settlement.operator import fast_tier_report, set_fast_tier
+
+    if enable and disable:
+        _fail("--enable or --disable, not both")
+    _settlement_chains(chain)
+    limits = _fast_limits(chain)
+    if enable and limits is None:
+        _fail(f"chain {chain} has no fast tier to enable (its manifest fastTier.maxValueUsd6 is 0, or CROSSBOOK_FAST_TIER_ENABLED=false)")
+    r = _redis()
+    try:
+        if enable or disable:
+            set_fast_tier(r, chain, enable, reason)
+        doc = fast_tier_report(r, chain, limits)
+    except redis.RedisError as e:
+        _fail(f"Redis: {e}")
+        return
+    sys.stdout.write(json.dumps({"chainId": chain, **doc}) + "\n")
 
 
 

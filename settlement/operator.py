@@ -11,6 +11,11 @@ backlog's payouts will take from it. Once the vault is topped up, `clear_backoff
 the pause and the revert counts, so the next tick cuts the range again at once instead
 of after the pause (and a new revert starts counting from zero).
 
+The fast tier (settlement/tier.py) per sell chain: `fast_tier_report` shows its switch
+(on, or off and why), its limits, the exposure outstanding (in all and per trader) and
+the losses in the window; `set_fast_tier` is the operator's switch, the only way back on
+after the loss budget turned it off.
+
 Redis only, plus the chain through `ChainPort` when a context is given; no Celery.
 """
 
@@ -23,8 +28,26 @@ from typing import Any
 
 from settlement.batching import Keys, chain_status, load_batch
 from settlement.submitter import REVERT_FREE_TRIES, ChainContext
+from settlement.tier import (
+    FastTierLimits,
+    Switch,
+    exposure_key,
+    fast_losses_key,
+    switch_key,
+    trader_exposure_key,
+    window_losses,
+)
 
-__all__ = ["BackoffCleared", "backoff_key", "chain_report", "clear_backoff", "inventory_needs", "reverts_key"]
+__all__ = [
+    "BackoffCleared",
+    "backoff_key",
+    "chain_report",
+    "clear_backoff",
+    "fast_tier_report",
+    "inventory_needs",
+    "reverts_key",
+    "set_fast_tier",
+]
 
 # Kinds of log leg that move funds out of the vault.
 _OUTGOING = ("payout", "maker_out")
@@ -69,11 +92,14 @@ def inventory_needs(r: Any, chain: int, start: int, end: int) -> dict[int, int]:
     return need
 
 
-def chain_report(r: Any, chain: int, ctx: ChainContext | None = None, *, recent: int = 5) -> dict[str, Any]:
+def chain_report(
+    r: Any, chain: int, ctx: ChainContext | None = None, *, recent: int = 5, fast: FastTierLimits | None = None
+) -> dict[str, Any]:
     """Everything `crossbook settlement status` shows for one chain (JSON-ready).
 
     With `ctx`, the vault is read at one block: its cursor and, per token the backlog
-    pays out, its balance, the amount needed and the shortfall (0 when covered)."""
+    pays out, its balance, the amount needed and the shortfall (0 when covered). `fast`:
+    the chain's fast-tier limits (None: no fast tier for pulls on it)."""
     now = time.time()
     doc = chain_status(r, chain, recent=recent)
     for b in doc["batches"]:
@@ -106,7 +132,54 @@ def chain_report(r: Any, chain: int, ctx: ChainContext | None = None, *, recent:
             })
         doc["onChain"] = {"block": block, "cursor": index, "pending": max(0, log_next - index), "inventory": inventory}
     doc["stuck"] = _diagnose(doc, reverts)
+    doc["fastTier"] = fast_tier_report(r, chain, fast)
     return doc
+
+
+def fast_tier_report(r: Any, chain: int, limits: FastTierLimits | None, *, now_ms: int | None = None, top: int = 3) -> dict[str, Any]:
+    """The fast tier of pulls on `chain`: state and why, limits, exposure, losses."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    sw = Switch.from_hash(r.hgetall(switch_key(chain)))
+    traders = {_s(k): int(v) for k, v in r.hgetall(trader_exposure_key(chain)).items()}
+    doc: dict[str, Any] = {
+        "configured": limits is not None,
+        "on": limits is not None and sw.on,
+        "switch": {"state": "on" if sw.on else "off", "by": sw.by or None, "reason": sw.reason or None, "at": sw.at or None},
+        "exposureUsd6": str(int(r.get(exposure_key(chain)) or 0)),
+        "traders": len(traders),
+        "largestTraders": [{"trader": t, "usd6": str(v)} for t, v in sorted(traders.items(), key=lambda x: -x[1])[:top]],
+    }
+    if limits is None:
+        doc["reason"] = "no fast tier for pulls on this chain (fastTier.maxValueUsd6 is 0, or CROSSBOOK_FAST_TIER_ENABLED=false)"
+        return doc
+    window = r.zrangebyscore(fast_losses_key(chain), f"({now_ms - limits.loss_window * 1000}", "+inf")
+    counted = r.zrangebyscore(fast_losses_key(chain), f"({limits.counted_since(sw, now_ms)}", "+inf")
+    doc["reason"] = None if sw.on else sw.reason
+    doc["limits"] = {
+        "maxValueUsd6": str(limits.max_value), "exposureCapUsd6": str(limits.exposure_cap),
+        "traderCapUsd6": None if limits.trader_cap is None else str(limits.trader_cap),
+        "lossBudgetUsd6": None if limits.loss_budget is None else str(limits.loss_budget),
+        "lossWindowSeconds": limits.loss_window,
+    }
+    doc["losses"] = {
+        "inWindow": len(window), "inWindowUsd6": str(window_losses(window)),
+        # What the budget counts: the window, minus what the operator acknowledged by turning it on.
+        "countedUsd6": str(window_losses(counted)), "countedSince": sw.count_from or None,
+    }
+    return doc
+
+
+def set_fast_tier(r: Any, chain: int, on: bool, reason: str = "", *, now_ms: int | None = None) -> Switch:
+    """The operator turns the chain's fast tier on or off. Turning it on also starts the
+    loss budget afresh: the losses booked so far were seen by whoever turned it on."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    prev = Switch.from_hash(r.hgetall(switch_key(chain)))
+    sw = Switch(
+        on, "operator", reason or f"turned {'on' if on else 'off'} by the operator",
+        now_ms, now_ms if on else prev.count_from,
+    )
+    r.hset(switch_key(chain), mapping=sw.to_hash())
+    return sw
 
 
 def _diagnose(doc: dict[str, Any], reverts: dict[int, int]) -> str | None:
