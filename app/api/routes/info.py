@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError, ErrorCode
 from app.domain.types import AssetPair, ChainId
+from settlement.tier import Switch, switch_key, usd_text
 
 router = APIRouter()
 
@@ -18,7 +19,24 @@ CHAIN_HEAD = Gauge("crossbook_chain_head", "Latest block seen per chain", ["chai
 CHAIN_UP = Gauge("crossbook_chain_available", "1 when the chain is available", ["chain"])
 
 
-@router.get("/v1/chains", tags=["info"], summary="Chains, their heads, finality and settlement windows")
+async def _fast_tier(services: Any, chain_id: int) -> dict[str, Any]:
+    """What a trader needs to tell whether a payout for a pull on this chain settles fast:
+    the tier is on, and the payout is worth at most `maxValueUsd` (and the trader's open
+    fast payouts there stay within `traderCapUsd`). The exposure cap and the loss budget
+    are the operator's business."""
+    rules = services.quotes.tiers
+    limits = rules.limits.get(chain_id)
+    if limits is None:
+        return {"on": False, "maxValueUsd": "0", "traderCapUsd": "0"}
+    try:
+        on = Switch.from_hash(await services.redis.hgetall(switch_key(chain_id))).on
+    except Exception:  # Redis away: the quote service's copy, at most a second old
+        on = chain_id not in rules.off
+    cap = limits.exposure_cap if limits.trader_cap is None else limits.trader_cap
+    return {"on": on, "maxValueUsd": usd_text(limits.max_value), "traderCapUsd": usd_text(cap)}
+
+
+@router.get("/v1/chains", tags=["info"], summary="Chains, their heads, finality, settlement windows and fast tier")
 async def chains(services: ServicesDep) -> dict[str, Any]:
     out = []
     for c in services.manifest.chains:
@@ -34,6 +52,7 @@ async def chains(services: ServicesDep) -> dict[str, Any]:
                 "available": head.available,
                 "reason": head.reason,
                 "settlementWindow": services.quotes.policies[c.chain_id].to_json(),
+                "fastTier": await _fast_tier(services, c.chain_id),
                 "inventory": c.inventory,
                 "contracts": c.contracts,
             }
