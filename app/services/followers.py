@@ -6,6 +6,9 @@
   (the adapters follow it), and the reservation would otherwise count it twice.
 - Measured proof times (written by the prover): the settlement windows, and so the ETAs
   in quotes and order status, use the prover's real speed instead of the default.
+- The fast tier's switches (settlement/tier.py): a quote does not promise `fast` for
+  pulls on a chain whose tier is off (at most `tier_refresh` late; the settle worker reads
+  the switch itself when it decides).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from app.json_codec import loads
 from settlement.batching import Keys
+from settlement.tier import Switch, switch_key
 from settlement.zk.batch import capacity_for
 
 __all__ = ["RELEASE_STATES", "Followers"]
@@ -29,15 +33,18 @@ RELEASE_STATES = frozenset({"settled", "finalized", "failed", "refunded"})
 
 
 class Followers:
-    def __init__(self, redis: Any, books: Any, quotes: Any, *, proof_refresh: float = 10.0) -> None:
+    def __init__(self, redis: Any, books: Any, quotes: Any, *, proof_refresh: float = 10.0, tier_refresh: float = 1.0) -> None:
         self.redis = redis
         self.books = books
         self.quotes = quotes
         self.proof_refresh = proof_refresh
+        self.tier_refresh = tier_refresh
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._orders()), asyncio.create_task(self._proof_times())]
+        self._tasks = [
+            asyncio.create_task(self._orders()), asyncio.create_task(self._proof_times()), asyncio.create_task(self._tier_switches()),
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -94,3 +101,16 @@ class Followers:
                         self.quotes.policies[cid] = dataclasses.replace(policy, proof_seconds=float(v))
                 await self._catch_up()
             await asyncio.sleep(self.proof_refresh)
+
+    async def _tier_switches(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                rules = self.quotes.tiers
+                off = {}
+                for cid in rules.limits:
+                    sw = Switch.from_hash(await self.redis.hgetall(switch_key(cid)))
+                    if not sw.on:
+                        off[cid] = sw.reason or "turned off"
+                if off != dict(rules.off):
+                    self.quotes.tiers = dataclasses.replace(rules, off=off)
+            await asyncio.sleep(self.tier_refresh)
