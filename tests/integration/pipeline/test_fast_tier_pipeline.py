@@ -1,9 +1,11 @@
 """The fast settlement tier end to end: real API, real Celery workers, real Anvil chains.
 
-Chain A's fast tier here: payouts up to 100 USD, at most 130 USD outstanding. Four
-cross-chain orders A → B, confirmed back to back, decided in order by A's tick:
-small (≈ 90 USD, fast), revoked (≈ 30 USD, fast: 120 ≤ 130; its trader then revokes the
-allowance), over-exposure (≈ 90 USD, standard: 210 > 130), large (≈ 300 USD, standard).
+Chain A's fast tier here: payouts up to 100 USD, at most 130 USD outstanding, a loss
+budget of 20 USD. Four cross-chain orders A → B, confirmed back to back, decided in order
+by A's tick: small (≈ 90 USD, fast), revoked (≈ 30 USD, fast: 120 ≤ 130; its trader then
+revokes the allowance), over-exposure (≈ 90 USD, standard: 210 > 130), large (≈ 300 USD,
+standard). Then the loss budget: one revoked fast order's loss (≈ 30 USD) turns A's tier
+off, the next order settles standard, the operator's command turns it on again.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from web3 import Web3
 
 from app.client import CrossbookClient
 from scripts.devnet.devnet import Devnet
-from settlement.tier import exposure_key, losses_key
+from settlement.tier import Switch, exposure_key, losses_key, switch_key
 from tests.integration.pipeline.conftest import (
     assert_balances_moved,
     balances,
@@ -27,12 +30,13 @@ from tests.integration.pipeline.conftest import (
     wait_for,
     wait_reconciled,
 )
+from tests.integration.pipeline.test_settlement_operator import _cli
 from tests.integration.pipeline.test_settlement_pipeline import _approve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 A, B = 31002, 31003  # 1 s / 3 blocks and 0.25 s / 20 blocks
-CAP_USD, EXPOSURE_USD = 100.0, 130.0
+CAP_USD, EXPOSURE_USD, LOSS_BUDGET_USD = 100.0, 130.0, 20.0
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,9 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 
     cfg = load_config(chains=3, base_port=0)
     chains = tuple(
-        dataclasses.replace(c, fast_tier_usd=CAP_USD, fast_exposure_usd=EXPOSURE_USD) if c.chain_id == A else c for c in cfg.chains
+        dataclasses.replace(c, fast_tier_usd=CAP_USD, fast_exposure_usd=EXPOSURE_USD, fast_loss_budget_usd=LOSS_BUDGET_USD)
+        if c.chain_id == A else c
+        for c in cfg.chains
     )
     net = Devnet(dataclasses.replace(cfg, chains=chains), tmp_path_factory.mktemp("fast-tier-devnet"))
     net.start()
@@ -165,3 +171,65 @@ def test_small_orders_pay_out_before_their_pulls_large_and_overflow_wait(
     word = w3.eth.call({"to": m.chain(A).contracts["settlement"], "data": Web3.keccak(text="pullRecords(uint256)")[:4] + (ref >> 8).to_bytes(32, "big")})
     assert int.from_bytes(word, "big") >> (ref & 0xFF) & 1 == 1
     print("trust windows (s):", {k: d["trustWindowMs"] / 1000 for k, d in docs.items()})
+
+
+def _fast_tier_public(api: Any, chain: int) -> dict[str, Any]:
+    chains = httpx.get(f"{api.url}/v1/chains", timeout=30).json()["chains"]
+    return dict(next(c["fastTier"] for c in chains if c["chainId"] == chain))
+
+
+def test_losses_over_the_budget_turn_the_tier_off_until_the_operator_turns_it_on(
+    vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, r: Any, redis_url: str
+) -> None:
+    m = manifest_of(vault_devnet)
+    client = CrossbookClient(pipeline_api.url)
+    t_rev, t = m.traders[4], m.traders[5]
+    wait_for(lambda: all(r.exists(f"stl:{c}:baseline") for c in (A, B)), 60, "the settle worker ticking")
+    assert _fast_tier_public(pipeline_api, A) == {"on": True, "maxValueUsd": "100", "traderCapUsd": "500"}
+
+    def small(trader: Any) -> dict[str, Any]:
+        return client.quote(A, "WETH", B, "USDC", taker=trader.address, sell_amount=10**16)  # ≈ 30 USD
+
+    def quoted(tier: str) -> dict[str, Any] | None:
+        x = small(t)
+        return x if x["settlementTier"] == tier else None
+
+    def switched_off() -> Switch | None:
+        sw = Switch.from_hash(r.hgetall(switch_key(A)))
+        return None if sw.on else sw
+
+    q = small(t_rev)
+    assert q["settlementTier"] == "fast"
+    revoked = client.swap(q, t_rev.private_key)["orderId"]
+    _approve(vault_devnet, A, "WETH", t_rev.address, 0)  # before A's first batch is cut
+    assert wait_for(lambda: client.order(revoked)["settlementTier"], 30, "the revoked order's tier") == "fast"
+    # Its pull fails on A: ≈ 30 USD lost > the 20 USD budget, A's tier turns itself off.
+    sw = wait_for(switched_off, 120, "A's fast tier turned off", interval=0.5)
+    assert sw.by == "loss budget" and "exceed the loss budget of 20000000 usd6" in sw.reason
+    loss = json.loads(r.get(f"order:{revoked}"))["operatorLoss"]
+    assert loss["sellChainId"] == A and f"fast-tier losses of {loss['valueUsd6']} usd6" in sw.reason
+    wait_for(lambda: not _fast_tier_public(pipeline_api, A)["on"], 30, "GET /v1/chains showing A's tier off")
+    # The quote does not promise fast (the API's copy follows within a second); the order settles standard.
+    q = wait_for(lambda: quoted("standard"), 30, "a standard quote")
+    standard = client.swap(q, t.private_key)["orderId"]
+    assert wait_for(lambda: client.order(standard)["settlementTier"], 30, "the next order's tier") == "standard"
+    assert "fast tier is off: fast-tier losses" in json.loads(r.get(f"order:{standard}"))["tierReason"]
+    alerts = [x for x in celery_procs.log("settle").splitlines() if "ALERT" in x and "fast tier turned off" in x]
+    assert len(alerts) == 1, alerts
+    status = _cli(vault_devnet, redis_url, "status", "--chain", str(A))
+    assert status.returncode == 0 and "fast tier: OFF (loss budget:" in status.stdout, status.stdout + status.stderr
+
+    # The operator turns it back on: quotes and decisions are fast again.
+    p = _cli(vault_devnet, redis_url, "fast-tier", "--chain", str(A), "--enable", "--reason", "trader blocked")
+    assert p.returncode == 0, p.stderr
+    shown = json.loads(p.stdout)
+    assert shown["on"] is True and shown["switch"]["reason"] == "trader blocked" and shown["losses"]["countedUsd6"] == "0"
+    assert int(shown["losses"]["inWindowUsd6"]) == int(loss["valueUsd6"])
+    q = wait_for(lambda: quoted("fast"), 30, "a fast quote again")
+    fast = client.swap(q, t.private_key)["orderId"]
+    assert wait_for(lambda: client.order(fast)["settlementTier"], 30, "the last order's tier") == "fast"
+    assert _fast_tier_public(pipeline_api, A)["on"] is True
+    # The standard order's payout waited for its pull; the fast one's did not.
+    wait_for(lambda: {client.order(x)["state"] for x in (standard, fast)} <= {"settled", "finalized"}, 120, "both paid", interval=1.0)
+    assert [h["state"] for h in client.order(standard)["history"]][:3] == ["confirmed", "pull_settled", "settled"]
+    assert json.loads(r.get(f"order:{fast}"))["legs"][1]["logIndex"] is not None
