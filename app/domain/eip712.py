@@ -10,6 +10,7 @@ contract of the chain the signature is used on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
@@ -54,36 +55,55 @@ class StructType:
     def type_hash(self) -> bytes:
         return keccak(self.encode_type.encode())
 
+    @cached_property
+    def _encoders(self) -> tuple[tuple[str, Callable[[Any], bytes]], ...]:
+        return tuple((name, _encoder(typ)) for typ, name in self.fields)
+
     def hash_struct(self, values: dict[str, Any]) -> bytes:
         words = [self.type_hash]
-        for typ, name in self.fields:
-            words.append(_encode_word(typ, values[name]))
+        for name, encode in self._encoders:
+            words.append(encode(values[name]))
         return keccak(b"".join(words))
 
     def to_eip712_types(self) -> list[dict[str, str]]:
         return [{"name": n, "type": t} for t, n in self.fields]
 
 
-def _encode_word(typ: str, v: Any) -> bytes:
+def _encoder(typ: str) -> Callable[[Any], bytes]:
+    """The 32-byte word encoder of a field type, chosen once per struct type (a quote's
+    digest encodes twelve words per request)."""
     if typ == "address":
-        raw = bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
-        if len(raw) != 20:
-            raise ValueError(f"bad address {v!r}")
-        return raw.rjust(32, b"\0")
+
+        def address(v: Any) -> bytes:
+            raw = bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
+            if len(raw) != 20:
+                raise ValueError(f"bad address {v!r}")
+            return raw.rjust(32, b"\0")
+
+        return address
     if typ.startswith("uint"):
-        n = int(v)
-        if n < 0 or n >= 1 << int(typ[4:] or 256):
-            raise ValueError(f"{typ} out of range: {v}")
-        return n.to_bytes(32, "big")
+        bound = 1 << int(typ[4:] or 256)
+
+        def uint(v: Any) -> bytes:
+            n = int(v)
+            if n < 0 or n >= bound:
+                raise ValueError(f"{typ} out of range: {v}")
+            return n.to_bytes(32, "big")
+
+        return uint
     if typ == "bytes32":
-        raw = bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
-        if len(raw) != 32:
-            raise ValueError(f"bad bytes32 {v!r}")
-        return raw
+
+        def bytes32(v: Any) -> bytes:
+            raw = bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
+            if len(raw) != 32:
+                raise ValueError(f"bad bytes32 {v!r}")
+            return raw
+
+        return bytes32
     if typ == "bool":
-        return (1 if v else 0).to_bytes(32, "big")
+        return lambda v: (1 if v else 0).to_bytes(32, "big")
     if typ == "string":
-        return keccak(str(v).encode())
+        return lambda v: keccak(str(v).encode())
     raise ValueError(f"unsupported EIP-712 field type {typ}")
 
 

@@ -116,6 +116,25 @@ def get_d(xp: Sequence[int], amp: int) -> int:
     return d
 
 
+_D_CACHE: dict[tuple[int, int, int], int] = {}
+_D_CACHE_SIZE = 4096
+
+
+def _invariant(xp_i: int, xp_j: int, amp: int) -> int:
+    """`get_d` of a pool state, remembered: a quote prices the same pool state several
+    times (its split, the Newton polish, the best single source) and every quote on the
+    same book version does again; D depends only on the balances and amp, so the cached
+    value is the one the contract computes."""
+    key = (xp_i, xp_j, amp)
+    d = _D_CACHE.get(key)
+    if d is None:
+        d = get_d((xp_i, xp_j), amp)
+        if len(_D_CACHE) >= _D_CACHE_SIZE:
+            _D_CACHE.clear()
+        _D_CACHE[key] = d
+    return d
+
+
 def get_y(x_new: int, amp: int, d: int) -> int:
     """The other coin's scaled balance when one coin's scaled balance is `x_new`.
 
@@ -156,7 +175,7 @@ def get_amount_out(
     xp_i, xp_j = _scaled(balance_in, balance_out, rate_in, rate_out)
     if amount_in == 0:
         return 0
-    d = get_d((xp_i, xp_j), amp)
+    d = _invariant(xp_i, xp_j, amp)
     return _out(amount_in, xp_i, xp_j, rate_in, rate_out, amp, fee_bps, d)
 
 
@@ -176,7 +195,7 @@ def get_amount_in(
         return 0
     if amount_out >= balance_out:
         raise InsufficientLiquidity(f"amount_out {amount_out} >= balance {balance_out}")
-    d = get_d((xp_i, xp_j), amp)
+    d = _invariant(xp_i, xp_j, amp)
 
     # Invert the output formula: the scaled net output we need, the gross dy before the
     # fee, the output balance y that leaves, and (by symmetry of get_y) the input balance.
