@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.fastlane import FastLane
+from app.api.loop_health import LoopHealth
 from app.api.middleware import EdgeMiddleware, TokenBucket
 from app.api.routes import info, mm, quote, swap
 from app.domain.router import GasModel, Router
@@ -79,10 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orders.makers = makers  # fill notices
         followers = Followers(redis, books, quotes)
         await followers.start()
+        health = LoopHealth()
+        health.start()
         _settle_heap()
         try:
             yield
         finally:
+            await health.stop()
             await followers.stop()
             await makers.stop()
             await books.stop()

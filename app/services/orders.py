@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from app.api.errors import ApiError, ErrorCode
 from app.domain.book import Hold, InsufficientInventory
@@ -32,6 +32,15 @@ from settlement.zk.poseidon import poseidon
 __all__ = ["OrderService"]
 
 REPRICED = Counter("crossbook_swap_pricing_total", "How swaps were priced: their quote reused (same book version) or re-priced", ["how"])
+# Where a confirmation's time goes, each step from the previous one (operators read the
+# tail: a slow `ledger` step is Redis's fsync, a slow `price` step a plan rebuild).
+PHASE = Histogram(
+    "crossbook_swap_phase_seconds",
+    "Time of each step of a successful confirmation",
+    ["phase"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+_PHASES = {p: PHASE.labels(p) for p in ("checks", "quote", "price", "funds", "reserve", "ledger", "receipt")}
 log = logging.getLogger("crossbook.orders")
 
 _LEDGER_CODES = {
@@ -59,6 +68,7 @@ class OrderService:
 
     async def confirm(self, quote_id: str, order: Order, signature: str) -> dict[str, Any]:
         now = time.time()
+        mark = _Marks()
         sell_chain = self.quotes.chain(order.sell_chain_id)
         self.quotes.chain(order.buy_chain_id)
         domain = self.quotes.domain(order.sell_chain_id)
@@ -77,7 +87,9 @@ class OrderService:
             raise ApiError(ErrorCode.ORDER_EXPIRED, "the order's deadline has passed", [{"deadline": order.deadline}])
         if order.quote_id.lower() != quote_id.lower():
             raise ApiError(ErrorCode.ORDER_MISMATCH, "order.quoteId differs from quoteId", [{"field": "quoteId"}])
+        mark("checks")
         quote = await self.quotes.store.get(quote_id.lower())
+        mark("quote")
         if quote is None:
             raise ApiError(ErrorCode.QUOTE_NOT_FOUND, "no such quote (unknown, or expired long ago)")
         if quote["expiresAt"] <= now:
@@ -107,6 +119,7 @@ class OrderService:
                 [{"freshQuote": doc}],
             )
 
+        mark("price")
         try:
             balance, allowance = await self.books.funds(order.sell_chain_id, order.sell_token, order.trader)
         except Exception as e:  # a cache miss that cannot reach the chain
@@ -115,6 +128,7 @@ class OrderService:
                 f"chain {order.sell_chain_id} did not answer the balance read: {type(e).__name__}",
                 headers={"Retry-After": "2"},
             ) from None
+        mark("funds")
         order_hash = "0x" + digest.hex()
         sell_sym = fresh.sell.symbol
         buy_sym = fresh.buy.symbol
@@ -177,6 +191,7 @@ class OrderService:
             # A maker's firm quote filled by this order: settled as MAKER_IN/MAKER_OUT legs.
             "rfq": rfq,
         }
+        mark("reserve")
         try:
             outcome = await self.ledger.confirm(
                 order_id=order_hash,
@@ -205,9 +220,13 @@ class OrderService:
             code, message = _LEDGER_CODES.get(outcome.status, (ErrorCode.INTERNAL, outcome.status))
             raise ApiError(code, message, [{"alreadyHeld": outcome.value}] if outcome.value else [])
         index = int(outcome.value)
+        mark("ledger")
         await self._notify_makers(order_hash, trades, rfq)
         receipt = Receipt(order_hash, buy_amount, order.sell_chain_id, index, leaf_hash, confirmed_ms)
-        return self._receipt_json(receipt, quote_id.lower(), sell_chain.chain_id, words)
+        doc = self._receipt_json(receipt, quote_id.lower(), sell_chain.chain_id, words)
+        mark("receipt")
+        mark.record()
+        return doc
 
     async def _notify_makers(self, order_id: str, trades: list[Trade], rfq: dict[str, Any] | None) -> None:
         """Tell each maker whose level or firm quote this order used (their funds stay held
@@ -344,3 +363,23 @@ class OrderService:
         items = [self.render(d) for d in docs]
         nxt = docs[-1]["_score"] if len(docs) == limit else None
         return {"orders": items, "next": nxt}
+
+
+class _Marks:
+    """Step durations of one confirmation, recorded only if it succeeds (a refused order
+    stops early and would skew the steps it did not reach)."""
+
+    __slots__ = ("_last", "_steps")
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self._steps: list[tuple[str, float]] = []
+
+    def __call__(self, phase: str) -> None:
+        t = time.perf_counter()
+        self._steps.append((phase, t - self._last))
+        self._last = t
+
+    def record(self) -> None:
+        for phase, seconds in self._steps:
+            _PHASES[phase].observe(seconds)

@@ -62,12 +62,22 @@ def test_swap_returns_a_signed_receipt_with_its_log_position(api: Any, devnet: D
     assert receipt["orderId"] in [o["id"] for o in listing["orders"]]
 
 
+def _metric(api: Any, line: str) -> float:
+    text = httpx.get(api.url + "/metrics").text
+    return sum(float(row.rsplit(" ", 1)[1]) for row in text.splitlines() if row.startswith(line))
+
+
 def test_log_indices_are_consecutive(api: Any, devnet: Devnet) -> None:
     m = devnet.manifest
     trader = m.traders[1]
     c = CrossbookClient(api.url)
+    ledger_steps = _metric(api, 'crossbook_swap_phase_seconds_count{phase="ledger"}')
     idx = [c.swap(_quote(c, m, trader), trader.private_key)["log"]["index"] for _ in range(5)]
     assert idx == list(range(idx[0], idx[0] + 5))
+    # Each confirmation's steps are timed (operators read where its time goes), and the
+    # event loop's lag is sampled all along.
+    assert _metric(api, 'crossbook_swap_phase_seconds_count{phase="ledger"}') == ledger_steps + 5
+    assert _metric(api, "crossbook_event_loop_lag_seconds_count") > 0
 
 
 def test_reused_nonce_is_409_and_creates_nothing(api: Any, devnet: Devnet) -> None:
