@@ -88,7 +88,7 @@ class OrderService:
         if order.quote_id.lower() != quote_id.lower():
             raise ApiError(ErrorCode.ORDER_MISMATCH, "order.quoteId differs from quoteId", [{"field": "quoteId"}])
         mark("checks")
-        quote = await self.quotes.store.get(quote_id.lower())
+        quote = await self.quotes.stored(quote_id.lower())
         mark("quote")
         if quote is None:
             raise ApiError(ErrorCode.QUOTE_NOT_FOUND, "no such quote (unknown, or expired long ago)")

@@ -225,9 +225,10 @@ class QuoteService:
         self.fee_bps = protocol_fee_bps
         self._domains: dict[int, Domain] = {}
         self.makers: Any = None  # the MakerHub, once the API wires it (RFQ for large orders)
-        # Quotes this process issued lately, for `reusable` (a swap follows its quote
-        # within milliseconds, usually on the same book version).
-        self._recent: OrderedDict[str, IssuedQuote] = OrderedDict()
+        # Quotes this process issued lately, with what it stored of each, for `stored`
+        # and `reusable` (a swap follows its quote within milliseconds, usually on the
+        # same book version).
+        self._recent: OrderedDict[str, tuple[IssuedQuote, dict[str, Any]]] = OrderedDict()
         self.policies = {
             c.chain_id: policy_for(c.chain_id, c.block_time, c.finality_depth, proof_seconds=proof_seconds)
             for c in manifest.chains
@@ -352,27 +353,43 @@ class QuoteService:
         if self.makers is not None:
             issued = await self._with_rfq(req, issued)
         doc = issued.to_json()
-        await self.keep(doc)
-        self._recent[issued.terms.quote_id] = issued
+        stored = await self.keep(doc)
+        self._recent[issued.terms.quote_id] = (issued, stored)
         if len(self._recent) > RECENT_QUOTES:
             self._recent.popitem(last=False)
         return doc
 
-    async def keep(self, doc: dict[str, Any]) -> None:
-        """Store what a swap checks of an issued quote, until it expires. Not the whole
-        document (the client has it): every stored byte goes through Redis's fsync'd
-        append-only file, and a quote is ~3 kB of route and signature; at a thousand
-        quotes a second the file's rewrites (a fork, then disk contention) stalled
-        every request behind them."""
-        await self.store.put(doc["quoteId"], {k: doc[k] for k in STORED_FIELDS if k in doc}, self.ttl)
+    async def keep(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Store what a swap checks of an issued quote, until it expires; returns it. Not
+        the whole document (the client has it): every stored byte goes through Redis's
+        fsync'd append-only file, and a quote is ~3 kB of route and signature; at a
+        thousand quotes a second the file's rewrites (a fork, then disk contention)
+        stalled every request behind them."""
+        stored = {k: doc[k] for k in STORED_FIELDS if k in doc}
+        await self.store.put(doc["quoteId"], stored, self.ttl)
+        return stored
+
+    async def stored(self, quote_id: str) -> dict[str, Any] | None:
+        """What a swap checks of a quote: the fields this process wrote to Redis before it
+        answered the quote, from memory when it issued the quote lately (stored quotes
+        never change, so both copies are the same; a swap saves a Redis round trip,
+        which under load waits behind other clients' fsyncs), else from Redis (a quote
+        issued before a restart)."""
+        hit = self._recent.get(quote_id)
+        if hit is not None:
+            return hit[1]
+        return await self.store.get(quote_id)
 
     def reusable(self, quote_id: str) -> IssuedQuote | None:
         """The issued quote itself when re-pricing it now would give the same route: it was
         priced here, on the book version that is still current (the router is
         deterministic per version), exact-in, from pools only (a maker's ladder can expire
         without a new version). A swap then skips the re-pricing."""
-        issued = self._recent.get(quote_id)
-        if issued is None or issued.side is not Side.EXACT_IN or issued.rfq is not None:
+        hit = self._recent.get(quote_id)
+        if hit is None:
+            return None
+        issued = hit[0]
+        if issued.side is not Side.EXACT_IN or issued.rfq is not None:
             return None
         book = self.books.book
         if issued.terms.book_version != book.version:
