@@ -123,8 +123,14 @@ def test_swap_keeps_d_and_bounds_output(pool: tuple[int, ...], data: st.DataObje
         return
     xp_before = (b_in * r_in // 10**18, b_out * r_out // 10**18)
     xp_after = ((b_in + a) * r_in // 10**18, (b_out - out) * r_out // 10**18)
+    try:
+        d_after = get_d(xp_after, amp)
+    except AmmError:
+        # A trade can leave the pool so lopsided that D's Newton terms (~D³/x0·x1) leave
+        # uint256: the contract reverts on its next D as well; nothing to compare.
+        return
     # The "- 1" and the fee stay in the pool, so D never falls across a trade.
-    assert get_d(xp_after, amp) >= get_d(xp_before, amp)
+    assert d_after >= get_d(xp_before, amp)
 
 
 @settings(max_examples=120)
