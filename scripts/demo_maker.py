@@ -42,7 +42,13 @@ __all__ = ["DemoMaker", "MakerClient", "MakerClosed", "main"]
 
 log = logging.getLogger("crossbook.demo_maker")
 
-CLOSE_SECONDS = 3.0  # how long a stopping bot waits for the server to close the socket
+# Every network step is bounded, so a stalled server or RPC node never keeps the bot (or
+# Ctrl-C) waiting: seconds for the WebSocket handshake, one send, the close handshake (a
+# stopping bot waits no longer for the server), and one JSON-RPC connect/read/write.
+OPEN_SECONDS = 10.0
+SEND_SECONDS = 10.0
+CLOSE_SECONDS = 3.0
+RPC_SECONDS = 5.0
 
 
 class MakerClosed(ConnectionError):
@@ -67,7 +73,10 @@ class MakerClient:
     async def open(
         cls, url: str, key: str, *, login: bool = True, auto_pong: bool = True
     ) -> MakerClient:
-        client = cls(await connect(url, max_size=2**20), key, auto_pong=auto_pong)
+        ws = await connect(
+            url, max_size=2**20, open_timeout=OPEN_SECONDS, close_timeout=CLOSE_SECONDS
+        )
+        client = cls(ws, key, auto_pong=auto_pong)
         client.challenge = (await client.recv("challenge"))["payload"]
         if login:
             await client.login()
@@ -83,7 +92,7 @@ class MakerClient:
                 msg = json.loads(raw)
                 self.received.append(msg)
                 if msg.get("type") == "ping" and self.auto_pong:
-                    with contextlib.suppress(ConnectionClosed):
+                    with contextlib.suppress(ConnectionClosed, TimeoutError):
                         await self.send("pong", {})
                     continue
                 await self._queue.put(msg)
@@ -95,22 +104,27 @@ class MakerClient:
     async def send(self, typ: str, payload: dict[str, Any], *, id: str | None = None) -> str:
         mid = id or secrets.token_hex(6)
         doc = {"type": typ, "id": mid, "ts": int(time.time() * 1000), "payload": payload}
-        await self.ws.send(json.dumps(doc))
+        async with asyncio.timeout(SEND_SECONDS):  # a server that stopped reading
+            await self.ws.send(json.dumps(doc))
         return mid
 
     async def recv(self, *types: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The next message of one of `types` (any type when none); others are skipped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {types or 'message'} within {timeout}s")
-            msg = await asyncio.wait_for(self._queue.get(), left)
-            if msg is None:
-                await self._queue.put(None)  # stay closed for later calls
-                raise MakerClosed(f"closed with {self.close_code}")
-            if not types or msg["type"] in types:
-                return msg
+        """The next message of one of `types` (any type when none); others are skipped.
+
+        A cancelled `recv` always ends cancelled. (Not `asyncio.wait_for`: on Python 3.11 it
+        returns a message that arrives as the caller is cancelled and drops the
+        cancellation, CPython gh-86296; a stopping bot's handler then waited on.)"""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    msg = await self._queue.get()
+                    if msg is None:
+                        self._queue.put_nowait(None)  # stay closed for later calls
+                        raise MakerClosed(f"closed with {self.close_code}")
+                    if not types or msg["type"] in types:
+                        return msg
+        except TimeoutError:
+            raise TimeoutError(f"no {types or 'message'} within {timeout}s") from None
 
     def login_payload(self, scheme: str = "eip191", key: str | None = None) -> dict[str, Any]:
         c = self.challenge
@@ -141,9 +155,11 @@ class MakerClient:
         return replace(quote, signature=sign_digest(self.key, quote.digest(d)))
 
     async def close(self) -> None:
+        """The close handshake (at most `CLOSE_SECONDS`, then the connection is dropped)."""
         await self.ws.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        # The reader ends with the connection. `wait`, not `await`: cancelling the caller
+        # must cancel the caller (suppressing CancelledError here swallowed it).
+        await asyncio.wait({self._reader})
 
 
 # -- pricing ---------------------------------------------------------------------------------
@@ -263,22 +279,23 @@ class DemoMaker:
         client = await MakerClient.open(self.url, self.key)
         log.info("logged in as %s", client.address)
         stop_at = time.monotonic() + duration if duration > 0 else float("inf")
+        handler = asyncio.create_task(self._handle(client))
         try:
-            async with httpx.AsyncClient(timeout=5) as http:
-                handler = asyncio.create_task(self._handle(client))
-                try:
-                    while time.monotonic() < stop_at:
-                        await self._refresh(client, http)
-                        await asyncio.sleep(min(self.q.refresh, max(stop_at - time.monotonic(), 0)))
-                finally:
-                    handler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, MakerClosed):
-                        await handler
+            async with httpx.AsyncClient(timeout=RPC_SECONDS) as http:
+                while time.monotonic() < stop_at:
+                    await self._refresh(client, http)
+                    await asyncio.sleep(min(self.q.refresh, max(stop_at - time.monotonic(), 0)))
         finally:
-            # Bounded: a server that does not answer the close handshake (busy, or gone)
-            # must not keep Ctrl-C from ending the bot.
+            # Bounded, whatever the handler or the server is doing: Ctrl-C ends the bot.
+            handler.cancel()
+            await asyncio.wait({handler}, timeout=CLOSE_SECONDS)
+            if handler.done() and not handler.cancelled():
+                err = handler.exception()
+                if err is not None and not isinstance(err, MakerClosed):
+                    log.error("message handler failed: %r", err)
             with contextlib.suppress(TimeoutError, MakerClosed, OSError):
-                await asyncio.wait_for(client.close(), CLOSE_SECONDS)
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await client.close()
 
     def _funds(self, client: MakerClient, chain_id: int, symbol: str) -> int:
         for c in client.welcome.get("chains", []):
@@ -332,7 +349,10 @@ class DemoMaker:
 
     async def _handle(self, client: MakerClient) -> None:
         while True:
-            msg = await client.recv(timeout=3600)
+            try:
+                msg = await client.recv(timeout=3600)
+            except TimeoutError:  # a quiet hour (pings are answered by the reader)
+                continue
             typ, p = msg["type"], msg["payload"]
             if typ == "rfq":
                 await self._answer(client, p)
