@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -64,19 +65,52 @@ def _measured(pid: int, fn: Any) -> dict[str, Any]:
     return doc
 
 
-def _swap_pricing(url: str) -> dict[str, float]:
-    """How the API priced the swaps (its Prometheus counter): the quote reused on the same
-    book version, or re-priced on a newer one."""
+def _metrics(url: str) -> dict[str, float]:
+    """The API's Prometheus samples, by full sample name with labels."""
     import urllib.request
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("crossbook_swap_pricing_total{"):
-            how = line.split('how="', 1)[1].split('"', 1)[0]
-            out[how] = float(line.rsplit(" ", 1)[1])
-    return out
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def _swap_pricing(after: dict[str, float]) -> dict[str, float]:
+    """How the API priced the swaps (its Prometheus counter): the quote reused on the same
+    book version, or re-priced on a newer one."""
+    return {
+        k.split('how="', 1)[1].split('"', 1)[0]: v for k, v in after.items() if k.startswith("crossbook_swap_pricing_total{")
+    }
+
+
+def _histogram(before: dict[str, float], after: dict[str, float], name: str, label: str = "") -> dict[str, Any]:
+    """Count, mean and bucket-bound p50/p90/p99 (ms) of a histogram between two snapshots:
+    the server's own view of where the time went during one part of the benchmark."""
+    buckets: list[tuple[float, float]] = []
+    for k, v in after.items():
+        if k.startswith(name + "_bucket{") and label in k:
+            le = k.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((math.inf if le == "+Inf" else float(le), v - before.get(k, 0.0)))
+    buckets.sort()
+    sel = "{" + label + "}" if label else ""
+    n = after.get(name + "_count" + sel, 0.0) - before.get(name + "_count" + sel, 0.0)
+    total = after.get(name + "_sum" + sel, 0.0) - before.get(name + "_sum" + sel, 0.0)
+
+    def upto(q: float) -> float | None:
+        for le, c in buckets:
+            if c >= q * n:
+                return None if math.isinf(le) else le * 1000
+        return None
+
+    return {"count": int(n), "meanMs": round(total / n * 1000, 3) if n else None, "p50AtMostMs": upto(0.5), "p90AtMostMs": upto(0.9), "p99AtMostMs": upto(0.99)}
+
+
+def _server_view(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    steps = ("checks", "quote", "price", "funds", "reserve", "ledger", "receipt")
+    return {
+        "swapSteps": {p: _histogram(before, after, "crossbook_swap_phase_seconds", f'phase="{p}"') for p in steps},
+        "eventLoopLag": _histogram(before, after, "crossbook_event_loop_lag_seconds"),
+        "gcPauses": {g: _histogram(before, after, "crossbook_gc_pause_seconds", f'generation="{g}"') for g in "012"},
+    }
 
 
 def _check_ledger(redis_url: str, manifest: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,12 +187,15 @@ def main() -> None:
                 pid,
                 lambda: _load("quote-rate", api.url, manifest_path, "--rate", str(args.quote_rate), "--concurrency", c, "--seconds", str(args.quote_seconds)),
             )
+            before = _metrics(api.url)
             swaps = _measured(
                 pid,
                 lambda: _load("swap", api.url, manifest_path, "--rate", str(args.swap_rate), "--seconds", str(args.swap_seconds), "--concurrency", "64"),
             )
+            after = _metrics(api.url)
             receipts = swaps.pop("receipts")
-            swaps["pricing"] = _swap_pricing(api.url)
+            swaps["pricing"] = _swap_pricing(after)
+            swaps["server"] = _server_view(before, after)
             ledger = _check_ledger(stack.redis_url, manifest, receipts)
         finally:
             stack.stop()
