@@ -178,17 +178,19 @@ class Stack:
             # Settlement: a worker for proving and submitting, and the beat that ticks
             # every chain's window and the reconciliation.
             # Two workers: proofs (CPU) never hold up a chain's ticks and submissions.
-            Service("worker-settle", [sys.executable, "-m", "app.cli", "worker", "--queues", "settle"], env),
-            # The prover runs niced: on a small machine it would otherwise take the core
-            # the API needs, and a confirmation's milliseconds matter more than a proof's.
+            # Everything but the API and Redis runs niced: on a small machine they share
+            # the cores the confirmations need, and a confirmation's milliseconds matter
+            # more than a tick's (0.5 s apart) or a proof's (seconds).
+            Service("worker-settle", [sys.executable, "-m", "app.cli", "worker", "--queues", "settle"], env, nice=5),
             Service("worker-prove", [sys.executable, "-m", "app.cli", "worker", "--queues", "prove"], env, nice=10),
-            Service("beat", [sys.executable, "-m", "app.cli", "beat"], env),
+            Service("beat", [sys.executable, "-m", "app.cli", "beat"], env, nice=5),
             # A market maker quoting ladders around the pools' mid prices, over the
             # maker WebSocket like any external maker.
             Service(
                 "maker",
                 [sys.executable, "-m", "scripts.demo_maker", "--api", api_url, "--manifest", str(self.devnet.manifest_path)],
                 env,
+                nice=5,
             ),
         ]
 

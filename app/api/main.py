@@ -36,8 +36,10 @@ from app.settings import Settings, get_settings
 __all__ = ["create_app"]
 
 
-# Full collections after this many young (generation-1) ones, instead of Python's 10.
-FULL_GC_EVERY = 200
+# Generation-1 collections after this many generation-0 ones (Python: 10), and full ones
+# after this many generation-1 ones (Python: 10).
+YOUNG_GC_EVERY = 3
+FULL_GC_EVERY = 600
 
 
 def _settle_heap() -> None:
@@ -50,11 +52,13 @@ def _settle_heap() -> None:
     reservation; Python's default ran a full collection over them every ~5 s (measured
     with `crossbook_gc_pause_seconds`: 6 in a 30 s swap run, 25-250 ms each on a loaded
     machine). Reference counting frees nearly everything a request allocates; the full
-    collection only finds reference cycles, which can wait a couple of minutes."""
+    collection only finds reference cycles, which can wait a few minutes. Generation-1
+    collections run three times as often over a third of the objects: the same work in
+    shorter pauses (measured under swap load: 1.6-2.6 ms of CPU each instead of 3.8-5.6)."""
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_GC_EVERY)
+    young, _, _ = gc.get_threshold()
+    gc.set_threshold(young, YOUNG_GC_EVERY, FULL_GC_EVERY)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
