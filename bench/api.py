@@ -129,17 +129,26 @@ def _check_ledger(redis_url: str, manifest: dict[str, Any], receipts: list[dict[
     paid: dict[int, int] = defaultdict(int)
     for rc in receipts:
         paid[rc["buyChainId"]] += int(rc["buyAmount"])
-    # Inventory holds equal the payouts of stored orders not yet paid out (the stack's
-    # settlement workers run during the benchmark and release the holds they pay).
-    stored_paid: dict[int, int] = defaultdict(int)
-    for key in r.scan_iter(match="order:*", count=1000):
-        doc = json.loads(r.get(key) or "{}")
-        if doc and doc["state"] in ("confirmed", "pull_settled"):
-            stored_paid[doc["legs"][1]["chainId"]] += int(doc["buyAmount"])
-    diff = {
-        c["chainId"]: int(r.get(f"invheld:{c['chainId']}:{c['tokens']['USDC']['address'].lower()}") or 0) - stored_paid[c["chainId"]]
-        for c in manifest["chains"]
-    }
+    # Inventory holds equal the payouts of stored orders not yet paid out. The stack's
+    # settlement workers run during the check and release the holds they pay, so the
+    # orders are read between two reads of the holds; if a payout settled in between,
+    # the snapshot is not consistent and is taken again.
+    def holds() -> dict[int, int]:
+        return {c["chainId"]: int(r.get(f"invheld:{c['chainId']}:{c['tokens']['USDC']['address'].lower()}") or 0) for c in manifest["chains"]}
+
+    attempt = 0
+    while attempt < 10:
+        attempt += 1
+        held_before = holds()
+        stored_paid: dict[int, int] = defaultdict(int)
+        for key in r.scan_iter(match="order:*", count=1000):
+            doc = json.loads(r.get(key) or "{}")
+            if doc and doc["state"] in ("confirmed", "pull_settled"):
+                stored_paid[doc["legs"][1]["chainId"]] += int(doc["buyAmount"])
+        held = holds()
+        diff = {c: held[c] - stored_paid[c] for c in held}
+        if held == held_before:
+            break
     holds_exact = all(v == 0 for v in diff.values())
     settled = sum(1 for key in r.scan_iter(match="order:*", count=1000) if json.loads(r.get(key) or "{}").get("state") not in ("confirmed", "pull_settled"))
     stored = sum(1 for _ in r.scan_iter(match="order:*", count=1000))
@@ -154,6 +163,7 @@ def _check_ledger(redis_url: str, manifest: dict[str, Any], receipts: list[dict[
         "logsWithGaps": gaps,
         "inventoryHoldsExact": holds_exact,
         "inventoryHoldDiff": {str(k): str(v) for k, v in diff.items()},
+        "inventoryCheckAttempts": attempt,
         "ordersPaidOutDuringTheRun": settled,
     }
 
