@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -274,6 +276,8 @@ class DemoMaker:
         self.posted = 0
         self._next_send = 0.0
         self.quoted = 0
+        self.stopping = False  # set on Ctrl-C or SIGTERM: no new refresh starts
+        self.closing = False  # in the bounded close: not to be cancelled again
 
     async def run(self, duration: float = 0.0) -> None:
         client = await MakerClient.open(self.url, self.key)
@@ -282,10 +286,11 @@ class DemoMaker:
         handler = asyncio.create_task(self._handle(client))
         try:
             async with httpx.AsyncClient(timeout=RPC_SECONDS) as http:
-                while time.monotonic() < stop_at:
+                while time.monotonic() < stop_at and not self.stopping:
                     await self._refresh(client, http)
                     await asyncio.sleep(min(self.q.refresh, max(stop_at - time.monotonic(), 0)))
         finally:
+            self.closing = True
             # Bounded, whatever the handler or the server is doing: Ctrl-C ends the bot.
             handler.cancel()
             await asyncio.wait({handler}, timeout=CLOSE_SECONDS)
@@ -410,6 +415,50 @@ class DemoMaker:
         await client.send("decline", {"rfqId": rfq["rfqId"], "reason": "no price"})
 
 
+async def _until_stopped(bot: DemoMaker, duration: float) -> None:
+    """Run the bot until its duration ends or Ctrl-C / SIGTERM. A stop cancels the run and
+    cancels it again every half second until it reaches its (bounded) close: a library
+    that swallows one cancellation (a read finishing as it is cancelled) must not keep the
+    bot running. A second Ctrl-C exits at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def cancel() -> None:
+        if not task.done() and not bot.closing:
+            task.cancel()
+            loop.call_later(0.5, cancel)
+
+    def stop() -> None:
+        if bot.stopping:
+            os._exit(130)
+        bot.stopping = True
+        cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await bot.run(duration)
+    except asyncio.CancelledError:
+        if not bot.stopping:
+            raise
+
+
+def _own_signals() -> None:
+    """Ctrl-C and SIGTERM reach the bot whatever its parent left behind: an ignored
+    SIGINT is inherited across exec (and Python then installs no KeyboardInterrupt, nor
+    asyncio its Ctrl-C handler), and so is a blocked signal mask. Either would leave a
+    bot that Ctrl-C cannot stop (seen under the test suite's workers)."""
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted) & wanted
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if blocked or ignored:
+        log.warning("signals from the parent restored (blocked: %s, SIGINT ignored: %s)", sorted(blocked), ignored)
+
+
 def _pairs(text: str) -> list[tuple[str, str]]:
     out = []
     for item in text.split(","):
@@ -457,8 +506,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         min(args.refresh, args.ttl / 2),
     )
     bot = DemoMaker(args.api, key, manifest, args.pairs, quoting)
+    _own_signals()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(bot.run(args.duration))
+        asyncio.run(_until_stopped(bot, args.duration))
     log.info("done: %d ladders posted, %d RFQ quotes", bot.posted, bot.quoted)
 
 

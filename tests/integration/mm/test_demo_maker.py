@@ -30,9 +30,18 @@ READY_SECONDS = 60  # a fresh interpreter's imports, login and first refresh on 
 STOP_SECONDS = 30  # Ctrl-C to exit: the close handshake is bounded at 3 s; generous for load
 
 
-def _bot(api_url: str, key: str, manifest: Path, log: Path) -> subprocess.Popen[bytes]:
+def _bot(
+    api_url: str, key: str, manifest: Path, log: Path, *, parent_ignores_ctrl_c: bool = False
+) -> subprocess.Popen[bytes]:
     """`python -m scripts.demo_maker` as `make up` runs it (refreshing every second); it
-    runs until Ctrl-C (its own `--duration` is far beyond any test)."""
+    runs until Ctrl-C (its own `--duration` is far beyond any test). With
+    `parent_ignores_ctrl_c` it starts with SIGINT ignored and blocked, as a parent that
+    ignores Ctrl-C leaves its children."""
+
+    def ignore_ctrl_c() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
     with open(log, "wb") as out:
         return subprocess.Popen(
             [
@@ -54,6 +63,7 @@ def _bot(api_url: str, key: str, manifest: Path, log: Path) -> subprocess.Popen[
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=ignore_ctrl_c if parent_ignores_ctrl_c else None,
         )
 
 
@@ -231,6 +241,26 @@ def _silent_rpc() -> Iterator[tuple[str, threading.Event]]:
         thread.join(5)
         for conn in held:
             conn.close()
+
+
+def test_ctrl_c_ends_the_bot_even_when_its_parent_ignores_it(
+    mm_api: ApiProcess, devnet: Devnet, tmp_path: Path
+) -> None:
+    m = manifest_of(devnet)
+    maker = m.makers[1]
+    log = tmp_path / "demo.log"
+    proc = _bot(mm_api.url, maker.private_key, devnet.manifest_path, log, parent_ignores_ctrl_c=True)
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while "logged in as " + maker.address not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        code = _interrupt(proc)
+    finally:
+        _interrupt(proc)
+    text = log.read_text()
+    assert code == 0, text
+    assert "signals from the parent restored" in text and "done:" in text
 
 
 def test_ctrl_c_ends_the_bot_while_its_rpc_read_is_stalled(
