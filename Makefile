@@ -52,9 +52,10 @@ up: install
 
 # Two pytest workers, whole files each: most integration tests wait on chain windows,
 # block times and finality depth, so two overlap well on two cores (measured: 11.6 min
-# against 15.6 serially). Each worker starts its own session devnet and Redis.
+# against 15.6 serially). Each worker starts its own session devnet and Redis. The 25
+# slowest tests are listed at the end, to keep the suite within its 15-minute budget.
 test: install
-	@$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-unit: install
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
