@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,19 @@ def _interrupt(proc: subprocess.Popen[bytes]) -> int | None:
         proc.kill()
         proc.wait()
         return None
+
+
+def _ctrl_c_once(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool]) -> int | None:
+    """Wait (the bot alive) until `ready()`, then Ctrl-C; the bot's exit code (None: it did
+    not exit and was killed). The bot never outlives this call."""
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        return _interrupt(proc)
+    finally:
+        _interrupt(proc)
 
 
 def _ladder_legs(
@@ -250,14 +263,7 @@ def test_ctrl_c_ends_the_bot_even_when_its_parent_ignores_it(
     maker = m.makers[1]
     log = tmp_path / "demo.log"
     proc = _bot(mm_api.url, maker.private_key, devnet.manifest_path, log, parent_ignores_ctrl_c=True)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while "logged in as " + maker.address not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        code = _interrupt(proc)
-    finally:
-        _interrupt(proc)
+    code = _ctrl_c_once(proc, log, lambda: "logged in as " + maker.address in log.read_text())
     text = log.read_text()
     assert code == 0, text
     assert "signals from the parent restored" in text and "done:" in text
@@ -276,15 +282,10 @@ def test_ctrl_c_ends_the_bot_while_its_rpc_read_is_stalled(
         manifest = tmp_path / "manifest.json"
         manifest.write_text(json.dumps(doc))
         proc = _bot(mm_api.url, maker.private_key, manifest, log)
-        try:
-            deadline = time.monotonic() + READY_SECONDS
-            while not ("logged in as " + maker.address in log.read_text() and asked.is_set()):
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-            # Logged in, and its read of the first chain's reserves is pending: Ctrl-C.
-            code = _interrupt(proc)
-        finally:
-            _interrupt(proc)
+        # Logged in, and its read of the first chain's reserves is pending: Ctrl-C.
+        code = _ctrl_c_once(
+            proc, log, lambda: "logged in as " + maker.address in log.read_text() and asked.is_set()
+        )
     text = log.read_text()
     assert code == 0, text
     assert "done: 0 ladders posted, 0 RFQ quotes" in text
