@@ -17,6 +17,7 @@ Redis keys of the pipeline (the ledger's own keys are in app/services/ledger.py)
     stl:{chain}:lock              -> batch (or group's first batch) number in flight (no TTL)
     stl:{chain}:batch:seq         -> last batch number used
     stl:{chain}:batch:{n}         -> batch JSON (range, heads, proof, tx, state, timings)
+    stl:{chain}:applied           -> end of the log range whose mined batches are applied
     stl:{chain}:open              -> set of batch numbers submitted but not final
     stl:{chain}:proving:{n}       -> prover heartbeat (TTL): someone is proving batch n
     stl:{chain}:nonce             -> the operator's next nonce on this chain
@@ -94,6 +95,11 @@ class Keys:
     @staticmethod
     def batch(chain: int, n: int) -> str:
         return f"stl:{chain}:batch:{n}"
+
+    @staticmethod
+    def applied(chain: int) -> str:
+        """End of the log range whose mined batches the lifecycle has applied."""
+        return f"stl:{chain}:applied"
 
     @staticmethod
     def open(chain: int) -> str:
@@ -323,7 +329,7 @@ def chain_status(r: Any, chain: int, *, recent: int = 5) -> dict[str, Any]:
     """What an operator watches per chain (for /metrics or a dashboard): backlog, the batch
     in flight, the last batches with their proof time, gas and state, the reconciliation."""
     log_next = int(r.get(Keys.log_next(chain)) or 0)
-    applied = int(r.get(f"stl:{chain}:applied") or 0)
+    applied = int(r.get(Keys.applied(chain)) or 0)
     seq = int(r.get(Keys.seq(chain)) or 0)
     batches = []
     for n in range(seq, max(0, seq - recent), -1):

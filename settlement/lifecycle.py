@@ -465,7 +465,7 @@ def enqueue_fast_payouts(r: Any, chain_id: int, rules: TierRules, asset_index: d
         return 0  # no fast tier for pulls here: every order is standard (set when its pull settles)
     check_loss_budget(r, chain_id, rules.limits[chain_id])
     scan = f"stl:{chain_id}:tierscan"
-    applied = int(r.get(f"stl:{chain_id}:applied") or 0)  # legs below are mined: too late
+    applied = int(r.get(Keys.applied(chain_id)) or 0)  # legs below are mined: too late
     start = max(int(r.get(scan) or 0), applied)
     end = min(int(r.get(Keys.log_next(chain_id)) or 0), start + FAST_SCAN_LIMIT)
     if end <= start:

@@ -11,6 +11,10 @@ backlog's payouts will take from it. Once the vault is topped up, `clear_backoff
 the pause and the revert counts, so the next tick cuts the range again at once instead
 of after the pause (and a new revert starts counting from zero).
 
+A chain is stuck too when the vault's cursor is past the batches the ledger applied
+(`submitter.vault_ahead`): legs settled by transactions the pipeline never saw. No cut
+happens then, since one from the cursor would skip those legs; the report says so.
+
 The fast tier (settlement/tier.py) per sell chain: `fast_tier_report` shows its switch
 (on, or off and why), its limits, the exposure outstanding (in all and per trader) and
 the losses in the window; `set_fast_tier` is the operator's switch, the only way back on
@@ -186,8 +190,16 @@ def _diagnose(doc: dict[str, Any], reverts: dict[int, int]) -> str | None:
     """One line for an operator when the chain is not moving on its own, else None."""
     short = [x for x in doc.get("onChain", {}).get("inventory", []) if int(x["shortfall"]) > 0]
     worst = max(reverts.values(), default=0)
-    if doc["backoff"] is None and worst <= REVERT_FREE_TRIES and not short:
+    cursor = doc.get("onChain", {}).get("cursor")
+    # With a batch in flight the cursor may pass `settled` until its receipt is applied.
+    ahead = cursor is not None and doc["inFlight"] is None and cursor > doc["settled"]
+    if doc["backoff"] is None and worst <= REVERT_FREE_TRIES and not short and not ahead:
         return None
+    if ahead:
+        return (f"the vault's cursor {cursor} is past the ledger's applied batches, which end at {doc['settled']}: "
+                f"legs [{doc['settled']}, {cursor}) were settled by transactions this pipeline did not apply "
+                "(a ledger restored from an older copy, or a chain reverted under a pending settle); "
+                "settlement on this chain is paused until the ledger matches the vault")
     parts = []
     if doc["backoff"] is not None:
         parts.append(f"backing off ({doc['backoff']['secondsLeft']}s left) after the range at {doc['backoff']['start']} reverted {reverts.get(doc['backoff']['start'], worst)} times")

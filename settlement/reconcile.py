@@ -44,7 +44,7 @@ def baseline_key(chain: int) -> str:
 
 def applied_key(chain: int) -> str:
     """End of the log range whose batches the lifecycle has applied (mined)."""
-    return f"stl:{chain}:applied"
+    return Keys.applied(chain)
 
 
 def ensure_baseline(r: Any, ctx: ChainContext) -> bool:

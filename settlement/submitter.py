@@ -68,6 +68,7 @@ __all__ = [
     "note_revert",
     "send_confirms",
     "submit_batch",
+    "vault_ahead",
 ]
 
 log = logging.getLogger("crossbook.submitter")
@@ -354,6 +355,24 @@ def _transition_all(r: Any, chain: int, numbers: list[int], expect: str, update:
                 continue
 
 
+def vault_ahead(r: Any, chain: int, cursor: int) -> str | None:
+    """Why the chain must not be cut, when the vault's cursor is past the end of the
+    batches the ledger applied; None otherwise. Called with nothing in flight, when the
+    two are equal: a cursor past it means legs [applied, cursor) were settled by
+    transactions this pipeline never applied (a ledger restored from an older copy, a
+    chain reverted under a pending settle that it then mined). A cut from the cursor would
+    skip those legs for good and leave their orders unsettled without a word, so the
+    chain waits for an operator instead, with an ALERT once a minute."""
+    applied = int(r.get(Keys.applied(chain)) or 0)
+    if cursor <= applied:
+        return None
+    why = (f"the vault's cursor {cursor} is past the ledger's applied batches, which end at {applied}: legs "
+           f"[{applied}, {cursor}) were settled by transactions this pipeline did not apply; settlement here is paused")
+    if r.set(f"stl:{chain}:aheadalert", "1", nx=True, ex=60):
+        log.error("ALERT chain %d: %s", chain, why)
+    return why
+
+
 def _safe_head(ctx: ChainContext) -> int:
     try:
         return ctx.port.head()
@@ -464,7 +483,7 @@ def _follow_one(r: Any, ctx: ChainContext, doc: dict[str, Any], head: int) -> di
              "reorgs": doc.get("reorgs", 0) + (1 if prev == BatchState.MINED else 0)},
         )
         end = int(doc["start"]) + int(doc["count"])
-        r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, f"stl:{chain}:applied", str(end))
+        r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, Keys.applied(chain), str(end))
         # A group's members share the transaction; the lock (its first number) goes with
         # the first of them applied. A member not yet applied stays `signed`, and no tick
         # cuts while an open batch is `signed`.

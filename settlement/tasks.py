@@ -42,6 +42,7 @@ from settlement.submitter import (
     follow_open,
     send_confirms,
     submit_batch,
+    vault_ahead,
 )
 from settlement.tier import load_rules
 from settlement.window import policy_for
@@ -173,6 +174,8 @@ def _tick(r: Any, chain_id: int) -> str:
         # A reorged batch is being re-sent: the cursor will move past it, cut after that.
         return "waiting for a re-sent batch"
     cursor = ctx.port.cursor(ctx.vault)
+    if vault_ahead(r, chain_id, cursor[0]) is not None:
+        return "vault ahead of the ledger"
     # Pending pool flows are netted into POOL legs as the batch is cut (report: `netting`).
     doc = cut_batch(r, policy, cursor, hook=rebalance.netting_hook(r, chain_id, ctx.asset_index))
     if doc is None:

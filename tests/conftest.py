@@ -65,15 +65,17 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 
 @pytest.fixture
 def clean_devnet(devnet: Devnet) -> Iterator[Devnet]:
-    # A revert consumes its snapshot, so each test takes fresh ones.
+    # A revert consumes its snapshot, so each test takes fresh ones. Reverted before the
+    # chains resume, so nothing the test left pending is mined first (the revert also
+    # drops what is pending: it would be mined on the reverted state).
     snaps = devnet.snapshot()
     try:
         yield devnet
     finally:
+        devnet.revert(snaps)
         for cid in devnet.manifest_chain_ids():
             devnet.resume(cid)
             devnet.set_block_time(cid, next(c.block_time for c in devnet.cfg.chains if c.chain_id == cid))
-        devnet.revert(snaps)
 
 
 @contextmanager

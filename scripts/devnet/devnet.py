@@ -277,9 +277,16 @@ class Devnet:
         return {cid: rpc_call(self.rpc_url(cid), "evm_snapshot") for cid in self.manifest_chain_ids()}
 
     def revert(self, snaps: dict[int, str]) -> None:
+        """Back to the snapshots, pending transactions dropped. Anvil keeps its mempool
+        across `evm_revert`: a transaction sent after the snapshot and still pending (on a
+        halted chain, say) would otherwise be mined on the reverted state, where its nonce
+        is valid again."""
         for cid, snap in snaps.items():
-            if not rpc_call(self.rpc_url(cid), "evm_revert", [snap]):
+            url = self.rpc_url(cid)
+            rpc_call(url, "anvil_dropAllTransactions")  # before: the producer may mine any time
+            if not rpc_call(url, "evm_revert", [snap]):
                 raise DevnetError(f"chain {cid}: snapshot {snap} could not be reverted")
+            rpc_call(url, "anvil_dropAllTransactions")
 
     def manifest_chain_ids(self) -> tuple[int, ...]:
         if self.manifest is None:

@@ -139,3 +139,27 @@ def test_snapshot_revert_restores_state(clean_devnet: Devnet) -> None:
     assert w3.eth.get_balance(m.traders[2].address) < before
     clean_devnet.revert(snaps)
     assert w3.eth.get_balance(m.traders[2].address) == before
+
+
+def test_revert_drops_transactions_still_pending(clean_devnet: Devnet) -> None:
+    # A transaction sent after the snapshot on a halted chain: anvil keeps its mempool
+    # across evm_revert, and its nonce is valid again on the reverted state.
+    m = clean_devnet.manifest
+    assert m is not None
+    c = m.chains[2]
+    w3 = _w3(c.rpc_url)
+    sender, to = m.traders[4].address, m.traders[5].address
+    before = w3.eth.get_balance(to)
+    snaps = clean_devnet.snapshot()
+    clean_devnet.halt(c.chain_id)
+    h = w3.eth.send_transaction({"from": sender, "to": to, "value": 10**18})
+    clean_devnet.revert(snaps)
+    clean_devnet.resume(c.chain_id)
+    start = _height(c.rpc_url)
+    deadline = time.monotonic() + 30
+    while _height(c.rpc_url) < start + 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _height(c.rpc_url) >= start + 3
+    with pytest.raises(TransactionNotFound):
+        w3.eth.get_transaction_receipt(h)
+    assert w3.eth.get_balance(to) == before

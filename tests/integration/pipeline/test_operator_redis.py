@@ -4,6 +4,7 @@ revert counts, backoff, inventory against pending payouts) and what clearing dro
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import redis
 
 from settlement.batching import Keys, save_batch
 from settlement.operator import chain_report, clear_backoff, inventory_needs
-from settlement.submitter import ChainContext, backing_off, note_revert
+from settlement.submitter import ChainContext, backing_off, note_revert, vault_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,25 @@ def test_report_without_chain_access_is_redis_only(rr: redis.Redis) -> None:
     doc = chain_report(rr, CHAIN)
     assert doc["inFlight"] == "3" and doc["inFlightState"] == "proved" and "onChain" not in doc
     assert doc["stuck"] is None and doc["backlog"] == 1
+
+
+def test_a_vault_past_the_applied_batches_pauses_the_chain_with_one_alert(rr: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    # Legs 0-3 in the log, batches applied up to 1, the vault's cursor at 3: legs 1-2 were
+    # settled by transactions the pipeline never applied. A cut from the cursor would skip
+    # them (their orders would never settle), so nothing is cut and the report says why.
+    _log(rr, [("pull", 0, 5), ("payout", 1, 7), ("payout", 0, 300), ("pull", 0, 9)])
+    rr.set(Keys.applied(CHAIN), "1")
+    assert vault_ahead(rr, CHAIN, 1) is None  # where it should be
+    with caplog.at_level(logging.ERROR, logger="crossbook.submitter"):
+        why = vault_ahead(rr, CHAIN, 3)
+        assert why is not None and "[1, 3)" in why
+        assert vault_ahead(rr, CHAIN, 3) == why  # still paused; the ALERT once a minute
+    assert [x.getMessage() for x in caplog.records] == [f"ALERT chain {CHAIN}: {why}"]
+
+    port = ScriptedVault(cursor=3, balances={TOKENS[0]: 10**9, TOKENS[1]: 10**9})
+    doc = chain_report(rr, CHAIN, _ctx(port))
+    assert doc["stuck"] is not None and "legs [1, 3) were settled by transactions this pipeline did not apply" in doc["stuck"]
+    # A batch in flight: its receipt may be mined and not yet applied, which is no fault.
+    rr.set(Keys.lock(CHAIN), "5")
+    save_batch(rr, {"chainId": CHAIN, "number": 5, "start": 1, "count": 2, "state": "signed", "history": []})
+    assert chain_report(rr, CHAIN, _ctx(port))["stuck"] is None

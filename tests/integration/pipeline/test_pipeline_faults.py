@@ -26,6 +26,25 @@ def _history(client: CrossbookClient, oid: str) -> list[str]:
     return [h["state"] for h in client.order(oid)["history"]]
 
 
+def _stuck_report(r: Any, order_ids: list[str]) -> dict[str, Any]:
+    """What a test needs to see when orders do not reach a terminal state: each order, its
+    legs' log entries, and every chain's log head and batches."""
+    docs = {oid: json.loads(r.get(f"order:{oid}") or "null") for oid in order_ids}
+    chains = {A, B}
+    return {
+        "orders": docs,
+        "chains": {
+            c: {
+                "logNext": r.get(f"log:{c}:next"), "applied": r.get(f"stl:{c}:applied"), "lock": r.get(f"stl:{c}:lock"),
+                "legs": r.hgetall(f"log:{c}:legs"),
+                "batches": [{k: b.get(k) for k in ("number", "state", "start", "count", "txHash", "block", "reason", "history")}
+                            for b in sorted(_batches(r, c), key=lambda b: b["number"])],
+            }
+            for c in chains
+        },
+    }
+
+
 def test_prover_killed_mid_proof_a_new_worker_completes(vault_devnet: Any, clean_devnet: Any, pipeline_api: Any, celery_procs: Any, r: Any) -> None:
     m = manifest_of(vault_devnet)
     client = CrossbookClient(pipeline_api.url)
@@ -143,7 +162,8 @@ def test_redis_killed_mid_batch_every_order_still_finalizes(vault_devnet: Any, c
     try:
         wait_for(done, 150, "finalized after the Redis restart", interval=1.0)
     except AssertionError:
-        print(states, celery_procs.log("settle")[-5000:])
+        print(states, json.dumps(_stuck_report(r, [x["orderId"] for x in recs]), indent=1))
+        print(celery_procs.log("settle")[-5000:])
         raise
     rep = wait_for(lambda: (x := json.loads(r.get(f"stl:{A}:recon") or "{}")).get("status") == "ok" and x, 40, "reconcile ok")
     assert rep["applied"] == rep["cursor"]
