@@ -100,14 +100,14 @@ def context(chain_id: int) -> ChainContext:
 
 @celeryd_after_setup.connect
 def _warm_prover(sender: Any, instance: Any, **_: Any) -> None:
-    """A worker that consumes `prove` loads the capacity-16 circuit and keys at start, so
-    the first batch does not pay for it (a few seconds)."""
+    """A worker that consumes `prove` loads the small circuits and their keys at start,
+    so the first batches do not pay for it (a few seconds)."""
     try:
         queues = set(instance.app.amqp.queues.consume_from or {})
     except AttributeError:
         queues = set()
     if "prove" in queues:
-        prover_service.warm_keys((16,))
+        prover_service.warm_keys((4, 8, 16))
 
 
 def _idem(key: str, ttl: int = 86400) -> bool:

@@ -174,3 +174,18 @@ def api(devnet: Devnet, redis_server: EmbeddedRedis, tmp_path_factory: pytest.Te
         yield proc
     finally:
         proc.stop()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With CROSSBOOK_TEST_TIMELINE=FILE, every phase of every test is appended to FILE
+    as a JSON line (worker, test, phase, start and stop times): where a run's wall time
+    goes across the two workers, for keeping the suite within its budget."""
+    import json
+    import os
+
+    path = os.environ.get("CROSSBOOK_TEST_TIMELINE")
+    if path:
+        row = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": report.nodeid, "phase": report.when,
+               "start": report.start, "stop": report.stop, "outcome": report.outcome}
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")

@@ -1,7 +1,7 @@
 """Deploys one chain's settlement: batch verifiers, the Settlement vault, and its funding.
 
 Per chain, after `deploy.deploy_chain`:
-1. one Groth16 verifier per batch capacity (16, 32, 64 by default), generated from the
+1. one Groth16 verifier per batch capacity (settlement.zk.batch.CAPACITIES), generated from the
    batch circuit's cached verifying key (`groth16.load_or_setup`: the first run makes the
    keys, with progress, and every later run reads them);
 2. `Settlement(operator, genesis_head(chainId), reclaimTimeout, tokens, capacities,
@@ -32,6 +32,7 @@ from eth_hash.auto import keccak
 
 from app.manifest import Account, ChainInfo
 from scripts.build_contracts import load_artifact
+from settlement.zk.batch import CAPACITIES
 from settlement.zk.legs import genesis_head
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CAPACITIES = (16, 32, 64)
+DEFAULT_CAPACITIES = CAPACITIES
 DEFAULT_RECLAIM_TIMEOUT = 3600  # seconds; devnet
 MAX_UINT = 2**256 - 1
 # The files whose change changes the batch circuit or the generated verifier.

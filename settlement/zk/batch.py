@@ -61,7 +61,10 @@ __all__ = [
 ]
 
 R = SCALAR_FIELD
-CAPACITIES = (16, 32, 64)
+# Circuit sizes a batch is proven at (the smallest that holds it). Proof time is about
+# linear in the capacity (495 constraints a slot), so small ones keep a quiet chain's
+# small batches quick to prove; every one is a power of two, like its FFT domain.
+CAPACITIES = (4, 8, 16, 32, 64)
 N_PUBLIC = 7
 # 2*96 bits + Poseidon(4) 297 + active boolean, monotone, head select + 3 for the RLC.
 CONSTRAINTS_PER_LEG = 495

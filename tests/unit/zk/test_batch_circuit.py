@@ -119,8 +119,8 @@ def test_large_capacity_sizes(cap: int) -> None:
 
 
 def test_capacity_choice() -> None:
-    assert CAPACITIES == (16, 32, 64)
-    assert [capacity_for(n) for n in (0, 1, 16, 17, 32, 33, 64)] == [16, 16, 16, 32, 32, 64, 64]
+    assert CAPACITIES == (4, 8, 16, 32, 64)
+    assert [capacity_for(n) for n in (0, 1, 4, 5, 8, 9, 16, 17, 32, 33, 64)] == [4, 4, 4, 8, 8, 16, 16, 32, 32, 64, 64]
     with pytest.raises(BatchError):
         capacity_for(65)
 
@@ -173,9 +173,9 @@ def test_honest_batch_satisfies(n: int) -> None:
     assert _satisfied(public_inputs_for(batch), _slots(batch.legs))
 
 
-def test_build_batch_witness_capacity_16() -> None:
+def test_build_batch_witness_at_the_smallest_capacity_that_holds_it() -> None:
     bw = build_batch_witness(BATCH)
-    assert bw.capacity == 16
+    assert bw.capacity == capacity_for(BATCH.count) == 4
     assert bw.r1cs.is_satisfied(bw.witness)
     assert (
         bw.r1cs.public_inputs(bw.witness) == bw.public_inputs == public_inputs_for(BATCH).as_list()
