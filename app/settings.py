@@ -7,12 +7,15 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ROOT", "Settings", "get_settings"]
+__all__ = ["BATCH_CAPACITIES", "ROOT", "Settings", "get_settings"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The batch circuits' sizes (settlement.zk.batch.CAPACITIES, kept equal by a test; not
+# imported, so reading settings loads no circuit code).
+BATCH_CAPACITIES = (4, 8, 16, 32, 64)
 
 
 class Settings(BaseSettings):
@@ -32,6 +35,10 @@ class Settings(BaseSettings):
     rate_limit_burst: float = 10000.0
     max_body_bytes: int = 64 * 1024
     settlement_batch_size: int = 32
+    # Most legs one batch (one proof) holds; a larger backlog is cut as a group settled in
+    # one transaction. Smaller: each proof is quicker, more proofs per backlog. One of the
+    # circuit capacities.
+    settlement_max_batch: int = max(BATCH_CAPACITIES)
     fast_tier_enabled: bool = True  # off: every payout waits for its pull (limits: the manifest's fastTier)
     gas_price_gwei: float = 1.0
     # Market makers (WebSocket /v1/ws/mm; docs/market-makers.md)
@@ -47,6 +54,13 @@ class Settings(BaseSettings):
     rfq_deadline_ms: int = 250
     rfq_min_validity_seconds: int = 5  # an RFQ quote must stay firm at least this long
     rfq_min_usd: float = 250_000.0  # orders from this value up are worth an RFQ
+
+    @field_validator("settlement_max_batch")
+    @classmethod
+    def _a_capacity(cls, v: int) -> int:
+        if v not in BATCH_CAPACITIES:
+            raise ValueError(f"settlement_max_batch must be a batch circuit capacity, one of {BATCH_CAPACITIES}")
+        return v
 
 
 @lru_cache(maxsize=1)

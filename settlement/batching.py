@@ -240,11 +240,13 @@ def cut_batch(
     *,
     now: float | None = None,
     hook: CutHook | None = None,
+    max_batch: int = MAX_BATCH,
     max_batches: int = MAX_GROUP,
 ) -> dict[str, Any] | None:
     """Cut the next batch of `policy.chain_id` from on-chain `cursor` (index, head), if the
     window says so and no batch is in flight. Returns the new batch JSON or None.
 
+    A batch holds at most `max_batch` legs (a circuit capacity, the operator's setting).
     With more than one maximum batch pending, up to `max_batches` consecutive batches are
     cut at once (`plan_group`), each its own document whose `group` lists all their
     numbers; the first is returned and the lock holds its number. They are proven
@@ -268,7 +270,7 @@ def cut_batch(
     if hook_at is not None:
         at = hook_at if at is None else min(at, hook_at)
     extra = 1 if hook_at is not None else 0
-    plan = plan_cut(policy, index, max(log_next, index) + extra, now - at if at is not None else 0.0)
+    plan = plan_cut(policy, index, max(log_next, index) + extra, now - at if at is not None else 0.0, max_batch=max_batch)
     if plan is None:
         return None
     n = int(r.incr(Keys.seq(chain)))
@@ -278,12 +280,12 @@ def cut_batch(
     if hook is not None:
         report = hook.before_cut()
         log_next = int(r.get(Keys.log_next(chain)) or 0)
-        plan = CutPlan(plan.start, min(log_next, plan.start + MAX_BATCH))
+        plan = CutPlan(plan.start, min(log_next, plan.start + max_batch))
         if plan.count <= 0:  # the flows netted to nothing: no leg to settle
             r.delete(Keys.lock(chain))
             return None
     # A backlog beyond one maximum batch: several consecutive batches, one group.
-    plans = plan_group(plan.start, max(log_next, plan.end), max_batches=max_batches)
+    plans = plan_group(plan.start, max(log_next, plan.end), max_batch=max_batch, max_batches=max_batches)
     numbers = [n]
     if len(plans) > 1:  # numbers need not be consecutive: the group lists them
         last = int(r.incrby(Keys.seq(chain), len(plans) - 1))

@@ -162,9 +162,9 @@ def _tick(r: Any, chain_id: int) -> str:
         elif set(states) <= {BatchState.REVERTED, BatchState.FINAL, "missing"}:
             r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, Keys.lock(chain_id), str(n))
         return f"in flight {n}:{'/'.join(states)}"
-    policy = prover_service.measured_policy(
-        r, policy_for(chain_id, ctx.block_time, ctx.finality_depth, target_batch=get_settings().settlement_batch_size)
-    )
+    settings = get_settings()
+    policy = prover_service.measured_policy(r, policy_for(
+        chain_id, ctx.block_time, ctx.finality_depth, target_batch=min(settings.settlement_batch_size, settings.settlement_max_batch)))
     if backing_off(r, chain_id):
         return "backing off after reverts"
     if any(
@@ -177,7 +177,8 @@ def _tick(r: Any, chain_id: int) -> str:
     if vault_ahead(r, chain_id, cursor[0]) is not None:
         return "vault ahead of the ledger"
     # Pending pool flows are netted into POOL legs as the batch is cut (report: `netting`).
-    doc = cut_batch(r, policy, cursor, hook=rebalance.netting_hook(r, chain_id, ctx.asset_index))
+    doc = cut_batch(r, policy, cursor, hook=rebalance.netting_hook(r, chain_id, ctx.asset_index),
+                    max_batch=settings.settlement_max_batch)
     if doc is None:
         if int(r.get(Keys.log_next(chain_id)) or 0) <= cursor[0] and send_confirms(r, ctx):
             return "confirms sent"

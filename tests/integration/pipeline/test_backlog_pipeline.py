@@ -1,6 +1,8 @@
-"""A backlog settles in one transaction: more than one maximum batch (64 legs) of orders is
-confirmed through the real API before any worker runs; then a settle worker, two prove
-workers and beat start. The sell chain's backlog is cut as a group of consecutive batches,
+"""A backlog settles in one transaction: more than one maximum batch of orders is confirmed
+through the real API before any worker runs; then a settle worker, two prove workers and
+beat start. The workers run with a maximum batch of 16 legs
+(`CROSSBOOK_SETTLEMENT_MAX_BATCH`), so 20 orders make a backlog: the group logic is the
+same at 64, and proofs of 16 and 4 slots cost a quarter of 64 and 8. The sell chain's backlog is cut as a group of consecutive batches,
 proven separately, and settled by one `settleMany`; every order ends finalized, balances
 move exactly as the receipts say, and both chains reconcile."""
 
@@ -23,7 +25,8 @@ from tests.integration.pipeline.conftest import Celery, manifest_of, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 A, B = 31002, 31003  # 1 s / 3 blocks and 0.25 s / 20 blocks
-N_ORDERS = 70  # > 64: more than one maximum batch of pulls on A
+MAX_BATCH = 16  # the workers' CROSSBOOK_SETTLEMENT_MAX_BATCH
+N_ORDERS = 20  # > MAX_BATCH: more than one maximum batch of pulls on A (and payouts on B)
 
 
 def _balance(net: Any, chain: int, symbol: str, holder: str) -> int:
@@ -60,7 +63,8 @@ def test_backlog_settles_as_a_group_in_one_transaction(
     members = sorted((b for b in batches if b["number"] in lead["group"]), key=lambda b: b["start"])
     assert len(members) == len(lead["group"]) >= 2
     assert len({b["txHash"] for b in members}) == 1 and all(b["state"] == "final" for b in members)
-    assert sum(b["count"] for b in members) > 64
+    assert sum(b["count"] for b in members) > MAX_BATCH
+    assert max(b["count"] for b in members) == MAX_BATCH
     for prev, nxt in pairwise(members):
         assert nxt["start"] == prev["start"] + prev["count"] and nxt["oldHead"] == prev["newHead"]
     w3 = Web3(Web3.HTTPProvider(m.chain(A).rpc_url))
@@ -97,6 +101,7 @@ def _backlog(api: Any, client: CrossbookClient, traders: list[Any], r: Any) -> l
 
 def _workers(net: Any, redis_url: str, tmp_path: Path) -> Celery:
     celery = Celery(net.manifest_path, redis_url, tmp_path)
+    celery.env["CROSSBOOK_SETTLEMENT_MAX_BATCH"] = str(MAX_BATCH)
     celery.worker("settle", "settle")
     celery.worker("prove", "prove")
     celery.worker("prove2", "prove")

@@ -63,6 +63,15 @@ def test_plan_group_is_full_batches_then_the_rest() -> None:
     assert [(p.start, p.end) for p in plan_group(0, 150, max_batches=1)] == [(0, 64)]
 
 
+def test_an_operator_max_batch_cuts_smaller_batches_and_groups(setup: Any) -> None:
+    r, _ctx, _port = setup
+    _log(r, 40)
+    first = cut_batch(r, POLICY, (0, genesis_head(CHAIN)), max_batch=16)
+    assert first is not None
+    docs = [load_batch(r, CHAIN, n) for n in group_of(first)]
+    assert [(d["start"], d["count"]) for d in docs if d] == [(0, 16), (16, 16), (32, 8)]
+
+
 def test_backlog_is_cut_as_a_group_of_chained_batches(setup: Any) -> None:
     r, _ctx, _port = setup
     _log(r, 150)

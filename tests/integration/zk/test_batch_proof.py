@@ -1,6 +1,6 @@
 """End to end: prove a small batch with Groth16 and verify it; tampering is rejected.
 
-One fresh setup for the 16-slot circuit per run (a few seconds) in a temporary key
+One fresh setup for the 8-slot circuit per run (a second or two) in a temporary key
 cache, one proof; each tampering case costs one verification.
 """
 
@@ -73,7 +73,7 @@ def test_honest_batch_proof_verifies(
     proven: tuple[BatchWitness, groth16.Proof],
 ) -> None:
     bw, proof = proven
-    assert bw.capacity == 16
+    assert bw.capacity == 8  # the smallest that holds its 5 legs
     assert groth16.verify(keys[1], public_inputs_for(BATCH).as_list(), proof)
 
 

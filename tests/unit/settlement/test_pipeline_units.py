@@ -148,3 +148,18 @@ def test_outcomes_match_events_to_legs() -> None:
     with pytest.raises(ValueError):
         outcomes(40, legs, events[:2])
     assert outcomes(0, legs[:1], [Pulled(bytes.fromhex("11" * 32), NO_REF)])[0].pull_ref is None
+
+
+def test_max_batch_setting_is_a_circuit_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from app.settings import BATCH_CAPACITIES, Settings
+    from settlement.zk.batch import CAPACITIES
+
+    assert BATCH_CAPACITIES == CAPACITIES  # the settings' copy stays the circuits' list
+    assert Settings().settlement_max_batch == max(CAPACITIES)
+    monkeypatch.setenv("CROSSBOOK_SETTLEMENT_MAX_BATCH", "16")
+    assert Settings().settlement_max_batch == 16
+    monkeypatch.setenv("CROSSBOOK_SETTLEMENT_MAX_BATCH", "20")  # no circuit holds exactly 20
+    with pytest.raises(ValidationError, match="one of"):
+        Settings()
