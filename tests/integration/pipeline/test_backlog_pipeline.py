@@ -20,7 +20,7 @@ from web3 import Web3
 from app.client import CrossbookClient
 from settlement.batching import chain_status
 from settlement.vault import BatchSettled, decode_logs
-from tests.integration.pipeline.conftest import Celery, manifest_of, wait_for
+from tests.integration.pipeline.conftest import Celery, manifest_of, wait_for, wait_reconciled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -184,9 +184,6 @@ def _all_finalized_and_reconciled(client: CrossbookClient, orders: list[Any], r:
         return all(s == "finalized" for s in states)
 
     wait_for(done, 900, "every order finalized", interval=2.0)
-
-    def reconciled() -> bool:
-        reps = [json.loads(r.get(f"stl:{c}:recon") or "{}") for c in (A, B)]
-        return all(x.get("status") == "ok" and x.get("applied", 0) > 0 for x in reps)
-
-    wait_for(reconciled, 120, "reconcile ok on both chains")
+    # Also the POOL leg netting the orders' pool trades on A, cut after their pulls
+    # settled: every log leg applied, nothing left to net, a fresh clean reconciliation.
+    wait_reconciled(r, [A, B], timeout=120)
