@@ -39,7 +39,6 @@ from eth_account import Account
 from eth_typing import HexStr
 from redis.exceptions import WatchError
 from web3 import Web3
-from web3.exceptions import TransactionNotFound
 
 from settlement import lifecycle
 from settlement.batching import BatchState, Keys, group_of, load_batch
@@ -97,33 +96,63 @@ class ChainPort(Protocol):
     def logs(self, address: str, topic0: bytes, from_block: int, to_block: int) -> list[dict[str, Any]]: ...
 
 
+class ChainRpcError(RuntimeError):
+    """The node answered a JSON-RPC call with an error."""
+
+
+_CURSOR = Web3.keccak(text="cursor()")[:4].hex()
+_BALANCE_OF = Web3.keccak(text="balanceOf(address)")[:4].hex()
+
+
+def _block_param(block: int | str) -> str:
+    return hex(block) if isinstance(block, int) else block
+
+
 class Web3Chain:
-    """`ChainPort` over JSON-RPC (web3, HTTP)."""
+    """`ChainPort` over JSON-RPC (HTTP). The calls every tick makes (head, cursor, block
+    hashes, receipts, logs, balances) are plain JSON-RPC on one keep-alive session:
+    through web3's middleware, validators and formatters they cost several times the
+    CPU (an `eth_call` even fetched the chain id first), which made an idle settle worker
+    take ~19 % of a core. Rare calls (estimate, send, nonce, gas price) go through web3."""
 
     def __init__(self, rpc_url: str, timeout: float = 10.0) -> None:
+        self.url, self.timeout = rpc_url, timeout
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.session = requests.Session()
+        self._id = 0
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        self._id += 1
+        resp = self.session.post(self.url, json={"jsonrpc": "2.0", "id": self._id, "method": method, "params": params},
+                                 timeout=self.timeout)
+        resp.raise_for_status()
+        doc = resp.json()
+        if doc.get("error") is not None:
+            raise ChainRpcError(f"{method}: {doc['error'].get('message', doc['error'])}")
+        return doc.get("result")
 
     def head(self) -> int:
-        return int(self.w3.eth.block_number)
+        return int(self._rpc("eth_blockNumber", []), 16)
 
     def block_hash(self, number: int) -> str | None:
         try:
-            return str(self.w3.eth.get_block(number)["hash"].to_0x_hex())
+            block = self._rpc("eth_getBlockByNumber", [hex(number), False])
         except Exception:  # a height beyond the head after a reorg: no block there
             return None
+        return None if block is None else str(block["hash"])
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        try:
-            rc = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
+        rc = self._rpc("eth_getTransactionReceipt", [tx_hash])
+        if rc is None:
             return None
         return {
-            "status": int(rc["status"]),
-            "blockNumber": int(rc["blockNumber"]),
-            "blockHash": rc["blockHash"].to_0x_hex(),
-            "gasUsed": int(rc["gasUsed"]),
+            "status": int(rc["status"], 16),
+            "blockNumber": int(rc["blockNumber"], 16),
+            "blockHash": str(rc["blockHash"]),
+            "gasUsed": int(rc["gasUsed"], 16),
             "logs": [
-                {"address": x["address"], "topics": [bytes(t) for t in x["topics"]], "data": bytes(x["data"])}
+                {"address": Web3.to_checksum_address(x["address"]), "topics": [bytes.fromhex(t[2:]) for t in x["topics"]],
+                 "data": bytes.fromhex(x["data"][2:])}
                 for x in rc["logs"]
             ],
         }
@@ -141,9 +170,11 @@ class Web3Chain:
     def pending_nonce(self, address: str) -> int:
         return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending"))
 
+    def _call(self, to: str, data: str, block: int | str) -> bytes:
+        return bytes.fromhex(str(self._rpc("eth_call", [{"to": to, "data": "0x" + data}, _block_param(block)]))[2:])
+
     def cursor(self, vault: str, block: int | str = "latest") -> tuple[int, int]:
-        data = Web3.keccak(text="cursor()")[:4]
-        out = self.w3.eth.call({"to": Web3.to_checksum_address(vault), "data": data}, block)  # type: ignore[arg-type]
+        out = self._call(vault, _CURSOR, block)
         return int.from_bytes(out[:32], "big"), int.from_bytes(out[32:64], "big")
 
     def estimate(self, tx: dict[str, Any]) -> int:
@@ -153,18 +184,16 @@ class Web3Chain:
         return int(self.w3.eth.gas_price)
 
     def logs(self, address: str, topic0: bytes, from_block: int, to_block: int) -> list[dict[str, Any]]:
-        raw = self.w3.eth.get_logs(
-            {"address": Web3.to_checksum_address(address), "topics": [HexStr("0x" + topic0.hex())], "fromBlock": from_block, "toBlock": to_block}
-        )
+        raw = self._rpc("eth_getLogs", [{"address": address, "topics": ["0x" + topic0.hex()],
+                                         "fromBlock": hex(from_block), "toBlock": hex(to_block)}])
         return [
-            {"address": x["address"], "topics": [bytes(t) for t in x["topics"]], "data": bytes(x["data"]),
-             "blockNumber": int(x["blockNumber"]), "transactionHash": x["transactionHash"].to_0x_hex()}
+            {"address": Web3.to_checksum_address(x["address"]), "topics": [bytes.fromhex(t[2:]) for t in x["topics"]],
+             "data": bytes.fromhex(x["data"][2:]), "blockNumber": int(x["blockNumber"], 16), "transactionHash": str(x["transactionHash"])}
             for x in raw
         ]
 
     def balance(self, token: str, holder: str, block: int | str = "latest") -> int:
-        data = Web3.keccak(text="balanceOf(address)")[:4] + bytes(12) + bytes.fromhex(holder[2:])
-        out = self.w3.eth.call({"to": Web3.to_checksum_address(token), "data": data}, block)  # type: ignore[arg-type]
+        out = self._call(token, _BALANCE_OF + "00" * 12 + holder[2:].lower(), block)
         return int.from_bytes(out[:32], "big")
 
 

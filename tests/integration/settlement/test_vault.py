@@ -193,6 +193,37 @@ def test_honest_batch_moves_exactly_the_legs(chain: VaultChain, honest: Prepared
     assert chain.vault.functions.hashOrder(o.as_abi()).call() == h[0]
 
 
+def test_the_pipelines_chain_port_reads_what_web3_reads(chain: VaultChain, honest: Prepared) -> None:
+    from settlement.submitter import Web3Chain
+    from settlement.vault import decode_logs
+
+    port = Web3Chain(chain.info.rpc_url)
+    vault = chain.vault.address
+    assert port.cursor(vault) == (0, genesis_head(chain.chain_id))
+    rc = chain.settle(honest.call)
+    tx = rc["transactionHash"].to_0x_hex()
+    got = port.receipt(tx)
+    assert got is not None
+    assert (got["status"], got["blockNumber"], got["blockHash"], got["gasUsed"]) == (
+        1, rc["blockNumber"], rc["blockHash"].to_0x_hex(), rc["gasUsed"])
+    assert decode_logs(got["logs"], vault) == chain.events(rc)
+    assert port.receipt("0x" + "ab" * 32) is None
+    head = port.head()
+    assert head == chain.w3.eth.block_number >= rc["blockNumber"]
+    assert port.block_hash(rc["blockNumber"]) == rc["blockHash"].to_0x_hex()
+    assert port.block_hash(head + 1000) is None
+    assert port.cursor(vault) == chain.cursor() == (8, honest.batch.new_head)
+    assert port.cursor(vault, rc["blockNumber"] - 1) == (0, genesis_head(chain.chain_id))
+    for symbol, token in chain.tokens.items():
+        assert port.balance(token.address, vault) == chain.balance(symbol, vault)
+        assert port.balance(token.address, vault, rc["blockNumber"] - 1) == token.functions.balanceOf(vault).call(
+            block_identifier=rc["blockNumber"] - 1)
+    topic = rc["logs"][-1]["topics"][0]
+    logs = port.logs(vault, bytes(topic), rc["blockNumber"], rc["blockNumber"])
+    assert [(x["blockNumber"], x["transactionHash"], x["data"]) for x in logs] == [
+        (rc["blockNumber"], tx, bytes(x["data"])) for x in rc["logs"] if x["topics"][0] == topic and x["address"] == vault]
+
+
 def test_encoded_calldata_is_what_web3_sends(chain: VaultChain, honest: Prepared) -> None:
     fn = chain.vault.functions.settle(*honest.call.args())
     assert bytes.fromhex(fn._encode_transaction_data()[2:]) == encode_settle(honest.call)
