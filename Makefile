@@ -54,10 +54,8 @@ up: install
 # block times and finality depth, so two overlap well on two cores (measured: 11.6 min
 # against 15.6 serially). Each worker starts its own session devnet and Redis. The 25
 # slowest tests are listed at the end, to keep the suite within its 15-minute budget.
-# Files go out in collection order (tests/conftest.py puts the longest first), not
-# xdist's default of most tests first, which left the one-test 200-order file for last.
 test: install
-	@$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-unit: install
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

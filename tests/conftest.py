@@ -191,10 +191,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-# The longest file first, so the two xdist workers (`make test`: --dist loadfile
-# --no-loadscope-reorder hands out files in collection order) do not end with one of them
-# alone on the 200-order run: it takes a fifth of the suite's worker time and started
-# half-way in the runs measured (xdist's default order puts files with most tests first).
+# The longest file first, so the two xdist workers (--dist loadfile hands out files in
+# collection order) do not end with one of them alone on the 200-order run: it takes a
+# fifth of the suite's worker time and started half-way in the runs measured.
 _FIRST = ("tests/e2e/test_settlement_200_orders.py",)
 
 
