@@ -189,17 +189,3 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
                "start": report.start, "stop": report.stop, "outcome": report.outcome}
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
-
-
-# The longest file first, so the two xdist workers (--dist loadfile hands out files in
-# collection order) do not end with one of them alone on the 200-order run: it takes a
-# fifth of the suite's worker time and started half-way in the runs measured.
-_FIRST = ("tests/e2e/test_settlement_200_orders.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::")[0]
-        return next((k for k, p in enumerate(_FIRST) if path.startswith(p)), len(_FIRST))
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
