@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from settlement.batching import Keys, chain_status, load_batch
-from settlement.submitter import REVERT_FREE_TRIES, ChainContext
+from settlement.submitter import REVERT_FREE_TRIES, ChainContext, ahead_reason
 from settlement.tier import (
     FastTierLimits,
     Switch,
@@ -196,10 +196,7 @@ def _diagnose(doc: dict[str, Any], reverts: dict[int, int]) -> str | None:
     if doc["backoff"] is None and worst <= REVERT_FREE_TRIES and not short and not ahead:
         return None
     if ahead:
-        return (f"the vault's cursor {cursor} is past the ledger's applied batches, which end at {doc['settled']}: "
-                f"legs [{doc['settled']}, {cursor}) were settled by transactions this pipeline did not apply "
-                "(a ledger restored from an older copy, or a chain reverted under a pending settle); "
-                "settlement on this chain is paused until the ledger matches the vault")
+        return ahead_reason(cursor, doc["settled"])
     parts = []
     if doc["backoff"] is not None:
         parts.append(f"backing off ({doc['backoff']['secondsLeft']}s left) after the range at {doc['backoff']['start']} reverted {reverts.get(doc['backoff']['start'], worst)} times")

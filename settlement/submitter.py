@@ -61,6 +61,7 @@ __all__ = [
     "NonceManager",
     "SubmitError",
     "Web3Chain",
+    "ahead_reason",
     "backing_off",
     "follow_confirms",
     "follow_open",
@@ -108,6 +109,12 @@ def _block_param(block: int | str) -> str:
     return hex(block) if isinstance(block, int) else block
 
 
+def _log_entry(x: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC log as the pipeline reads it (checksummed address, bytes)."""
+    return {"address": Web3.to_checksum_address(x["address"]), "topics": [bytes.fromhex(t[2:]) for t in x["topics"]],
+            "data": bytes.fromhex(x["data"][2:])}
+
+
 class Web3Chain:
     """`ChainPort` over JSON-RPC (HTTP). The calls every tick makes (head, cursor, block
     hashes, receipts, logs, balances) are plain JSON-RPC on one keep-alive session:
@@ -150,11 +157,7 @@ class Web3Chain:
             "blockNumber": int(rc["blockNumber"], 16),
             "blockHash": str(rc["blockHash"]),
             "gasUsed": int(rc["gasUsed"], 16),
-            "logs": [
-                {"address": Web3.to_checksum_address(x["address"]), "topics": [bytes.fromhex(t[2:]) for t in x["topics"]],
-                 "data": bytes.fromhex(x["data"][2:])}
-                for x in rc["logs"]
-            ],
+            "logs": [_log_entry(x) for x in rc["logs"]],
         }
 
     def send_raw(self, raw: str) -> None:
@@ -186,11 +189,7 @@ class Web3Chain:
     def logs(self, address: str, topic0: bytes, from_block: int, to_block: int) -> list[dict[str, Any]]:
         raw = self._rpc("eth_getLogs", [{"address": address, "topics": ["0x" + topic0.hex()],
                                          "fromBlock": hex(from_block), "toBlock": hex(to_block)}])
-        return [
-            {"address": Web3.to_checksum_address(x["address"]), "topics": [bytes.fromhex(t[2:]) for t in x["topics"]],
-             "data": bytes.fromhex(x["data"][2:]), "blockNumber": int(x["blockNumber"], 16), "transactionHash": str(x["transactionHash"])}
-            for x in raw
-        ]
+        return [{**_log_entry(x), "blockNumber": int(x["blockNumber"], 16), "transactionHash": str(x["transactionHash"])} for x in raw]
 
     def balance(self, token: str, holder: str, block: int | str = "latest") -> int:
         out = self._call(token, _BALANCE_OF + "00" * 12 + holder[2:].lower(), block)
@@ -384,6 +383,14 @@ def _transition_all(r: Any, chain: int, numbers: list[int], expect: str, update:
                 continue
 
 
+def ahead_reason(cursor: int, applied: int) -> str:
+    """What a vault cursor past the ledger's applied batches means (see `vault_ahead`)."""
+    return (f"the vault's cursor {cursor} is past the ledger's applied batches, which end at {applied}: legs "
+            f"[{applied}, {cursor}) were settled by transactions this pipeline did not apply (a ledger restored "
+            "from an older copy, or a chain reverted under a pending settle); settlement on this chain is paused "
+            "until the ledger matches the vault")
+
+
 def vault_ahead(r: Any, chain: int, cursor: int) -> str | None:
     """Why the chain must not be cut, when the vault's cursor is past the end of the
     batches the ledger applied; None otherwise. Called with nothing in flight, when the
@@ -395,8 +402,7 @@ def vault_ahead(r: Any, chain: int, cursor: int) -> str | None:
     applied = int(r.get(Keys.applied(chain)) or 0)
     if cursor <= applied:
         return None
-    why = (f"the vault's cursor {cursor} is past the ledger's applied batches, which end at {applied}: legs "
-           f"[{applied}, {cursor}) were settled by transactions this pipeline did not apply; settlement here is paused")
+    why = ahead_reason(cursor, applied)
     if r.set(f"stl:{chain}:aheadalert", "1", nx=True, ex=60):
         log.error("ALERT chain %d: %s", chain, why)
     return why

@@ -184,7 +184,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     import os
 
     path = os.environ.get("CROSSBOOK_TEST_TIMELINE")
-    if path:
+    # Under xdist the controller gets every worker's report too (with `node` set): the
+    # worker has written that row already.
+    if path and getattr(report, "node", None) is None:
         row = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": report.nodeid, "phase": report.when,
                "start": report.start, "stop": report.stop, "outcome": report.outcome}
         with open(path, "a") as f:
