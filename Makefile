@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.stamp-install
 NPM_STAMP := node_modules/.stamp-install
 KEYS_STAMP := var/zk-keys/.stamp-install
+NATIVE_STAMP := var/native.json
+NATIVE_SRC := $(wildcard app/domain/native.py app/domain/router.py app/domain/amm/*.py app/domain/routing/*.py)
 PYTEST_ARGS ?=
 
 .PHONY: help install up test test-unit bench lint contracts clean
@@ -19,7 +21,14 @@ help:
 	@echo "make bench  run the benchmarks (JSON)"
 	@echo "make lint   ruff + mypy"
 
-install: $(PY_STAMP) $(NPM_STAMP) $(KEYS_STAMP)
+install: $(PY_STAMP) $(NPM_STAMP) $(KEYS_STAMP) $(NATIVE_STAMP)
+
+# The router and pool math compiled with mypyc (about a minute, once per change of their
+# sources); app.domain.native runs the sources instead whenever this stamp is stale. A
+# failed build is not fatal: the same code runs from its sources, slower, and the next
+# make tries again.
+$(NATIVE_STAMP): $(PY_STAMP) $(NATIVE_SRC)
+	@$(BIN)/python -m scripts.build_native || echo "warning: the router runs uncompiled (slower)"
 
 # The devnet's Groth16 setup for the batch circuits (fresh randomness, discarded) and the
 # verifiers generated from it, cached by circuit hash: done here, with progress, so the

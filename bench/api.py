@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,6 @@ def _measured(pid: int, fn: Any) -> dict[str, Any]:
 
 def _metrics(url: str) -> dict[str, float]:
     """The API's Prometheus samples, by full sample name with labels."""
-    import urllib.request
-
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         text = r.read().decode()
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
@@ -191,6 +190,7 @@ def main() -> None:
             c = str(args.concurrency)
             assert api.proc is not None
             pid = api.proc.pid
+            compiled = bool(json.loads(urllib.request.urlopen(api.url + "/healthz", timeout=10).read())["routerCompiled"])
             baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)))
             quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)))
             at_rate = _measured(
@@ -212,6 +212,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "routerCompiled": compiled,
                 "quote": {**quotes, "goal": {"throughputPerSecond": 1000}},
                 "quoteAtRate": {**at_rate, "goal": {"achievedRate": 1000, "p99Ms": 25}},
                 "baselineHealthz": baseline,

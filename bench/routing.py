@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 
 from scipy.optimize import brentq
 
+from app.domain import native
 from app.domain.book import VirtualBook
 from app.domain.router import Router
 from app.domain.sources import (
@@ -376,7 +377,7 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     seed = int(args[0]) if args else 7
     lat = latency(seed)
-    doc: dict[str, object] = {"benchmark": "routing", "seed": seed, "latency": lat}
+    doc: dict[str, object] = {"benchmark": "routing", "seed": seed, "routerCompiled": native.ACTIVE, "latency": lat}
     if "--latency-only" not in sys.argv:
         doc["quality"] = quality(seed)
     doc["latency_goal_met"] = lat["exact_in"]["p99_ms"] <= 2.0  # type: ignore[index]

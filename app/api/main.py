@@ -7,6 +7,7 @@ connects Redis and builds the quote service; on stop it closes them in reverse.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from app.api.fastlane import FastLane
 from app.api.loop_health import LoopHealth
 from app.api.middleware import EdgeMiddleware, TokenBucket
 from app.api.routes import info, mm, quote, swap
+from app.domain import native
 from app.domain.router import GasModel, Router
 from app.domain.types import ChainId
 from app.logs import setup_logging
@@ -34,6 +36,8 @@ from app.services.quotes import QuoteService
 from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("crossbook.api")
 
 
 # Generation-1 collections after this many generation-0 ones (Python: 10), and full ones
@@ -67,6 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
+        log.log(
+            logging.INFO if native.ACTIVE else logging.WARNING,
+            "router " + ("compiled" if native.ACTIVE else "uncompiled"),
+            extra={"routerCompiled": native.ACTIVE, "reason": native.REASON},
+        )
         manifest = Manifest.load(settings.manifest)
         books = BookService(manifest)
         await books.start()

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError, ErrorCode
+from app.domain import native
 from app.domain.types import AssetPair, ChainId
 from settlement.tier import Switch, switch_key, usd_text
 
@@ -124,6 +125,7 @@ async def healthz(services: ServicesDep, response: Response) -> dict[str, Any]:
         "redis": redis_ok,
         "bookVersion": services.books.book.version,
         "openReservations": services.books.open_reservations,
+        "routerCompiled": native.ACTIVE,
         "chains": chains,
     }
 

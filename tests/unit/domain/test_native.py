@@ -1,0 +1,90 @@
+"""The router compiled with mypyc: used by the suite, current, and equal to its sources."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.domain import native
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# Routes generated books (direct splits over every source kind and two-hop paths through
+# WETH, exact in and out) and prints every amount, or the error a request raised.
+ROUTE_SCRIPT = """
+import json, sys
+from app.domain import native
+from app.domain.router import Router
+from tests.unit.domain.test_router import CHAINS, DAI, USDC, random_book
+out = {"active": native.ACTIVE, "routes": []}
+for seed in range(6):
+    book = random_book(seed, 24 if seed % 2 else 2, with_weth=True)  # few direct pools: two hops
+    sell, buy = book.asset(USDC, CHAINS[seed % 3]), book.asset(DAI, CHAINS[(seed + 1) % 3])
+    router = Router()
+    for k in range(12):
+        amount = 10 ** (sell.decimals - 2 + k // 2) * (3 + 7 * (k % 2))
+        for side in ("in", "out"):
+            try:
+                r = (router.route_exact_in if side == "in" else router.route_exact_out)(book, sell, buy, amount)
+                legs = [[l.source_id, l.hop, str(l.amount_in), str(l.amount_out)] for l in r.legs]
+                out["routes"].append([side, str(r.amount_in), str(r.amount_out), r.price_impact_bps, legs])
+            except Exception as exc:
+                out["routes"].append([side, str(amount), type(exc).__name__])
+print(json.dumps(out))
+"""
+
+
+def _run(script: str, **env: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def test_the_suite_runs_the_compiled_router() -> None:
+    # `make test` compiles first (make install); a stale or missing build fails here
+    # rather than silently testing the sources only.
+    assert native.ACTIVE, native.REASON
+    for m in native.MODULES:
+        assert importlib.import_module(m).__file__.endswith(".so"), m  # type: ignore[union-attr]
+
+
+def test_a_stale_build_is_not_used() -> None:
+    digest = native.sources_digest()
+    stamp = {"digest": digest, "python": sys.implementation.cache_tag, "modules": list(native.MODULES)}
+    assert native.fresh(stamp, digest)
+    assert not native.fresh(None, digest)
+    assert not native.fresh({**stamp, "digest": "0" * 64}, digest)
+    assert not native.fresh({**stamp, "python": "cpython-310"}, digest)
+    assert not native.fresh({**stamp, "modules": list(native.MODULES[:-1])}, digest)
+    # An edited source changes the digest the stamp is compared with.
+    assert len({digest, native.sources_digest()}) == 1
+
+
+def test_sources_run_when_asked() -> None:
+    doc = _run(
+        "import json, importlib; from app.domain import native; "
+        "print(json.dumps({'active': native.ACTIVE, 'reason': native.REASON, "
+        "'files': [importlib.import_module(m).__file__ for m in native.MODULES]}))",
+        CROSSBOOK_NATIVE="0",
+    )
+    assert doc["active"] is False and doc["reason"] == "CROSSBOOK_NATIVE=0"
+    assert all(f.endswith(".py") for f in doc["files"])
+
+
+def test_compiled_and_source_routers_agree_to_the_unit() -> None:
+    compiled = _run(ROUTE_SCRIPT)
+    sources = _run(ROUTE_SCRIPT, CROSSBOOK_NATIVE="0")
+    assert compiled["active"] is True and sources["active"] is False
+    routes: list[list[Any]] = compiled["routes"]
+    assert len(routes) == 6 * 12 * 2
+    assert sum(len(r) == 5 for r in routes) > 100  # most requests route
+    assert any(leg[1] == 1 for r in routes if len(r) == 5 for leg in r[4])  # two-hop legs too
+    assert routes == sources["routes"]
