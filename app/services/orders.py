@@ -31,7 +31,7 @@ from settlement.zk.poseidon import poseidon
 
 __all__ = ["OrderService"]
 
-REPRICED = Counter("crossbook_swap_pricing_total", "How swaps were priced: their quote reused (same book version) or re-priced", ["how"])
+REPRICED = Counter("crossbook_swap_pricing_total", "How swaps were priced: their quote reused (its route's pools unchanged) or re-priced", ["how"])
 # Where a confirmation's time goes, each step from the previous one (operators read the
 # tail: a slow `ledger` step is Redis's fsync, a slow `price` step a plan rebuild).
 PHASE = Histogram(
@@ -111,7 +111,7 @@ class OrderService:
         # A maker's firm RFQ quote holds whatever the book did; a book route is re-priced.
         buy_amount = int(quote["buyAmount"]) if rfq is not None else min(int(quote["buyAmount"]), fresh.terms.buy_amount)
         if buy_amount < order.min_buy_amount:
-            doc = fresh.to_json()
+            doc = self.quotes.signed(fresh).to_json()
             await self.quotes.keep(doc)
             raise ApiError(
                 ErrorCode.QUOTE_STALE,
@@ -151,7 +151,7 @@ class OrderService:
             # Another order took the maker levels this route was priced on: quote again on
             # the book that now shows it.
             again = self._reprice(order, now)
-            doc = again.to_json()
+            doc = self.quotes.signed(again).to_json()
             await self.quotes.keep(doc)
             raise ApiError(ErrorCode.QUOTE_STALE, str(e), [{"freshQuote": doc}]) from None
 
@@ -288,6 +288,7 @@ class OrderService:
                 slippage_bps=0,
             ),
             now=now,
+            sign=False,
         )
 
     async def restore(self) -> int:

@@ -15,6 +15,7 @@ from web3 import Web3
 
 from app.client import ApiCallError, CrossbookClient, order_from_quote, sign_order, swap_body
 from app.domain.eip712 import Domain, recover
+from app.domain.quote import QuoteTerms
 from app.domain.receipt import Receipt
 from app.services.book_service import BookService
 from scripts.build_contracts import load_artifact
@@ -258,3 +259,44 @@ def test_a_swap_is_repriced_when_the_book_moved_since_its_quote(api: Any, clean_
     assert e.value.code == "QUOTE_STALE"
     fresh = e.value.body["error"]["details"][0]["freshQuote"]
     assert int(fresh["buyAmount"]) < int(tight["buyAmount"])
+    # Signed like any quote (a swap's re-pricing signs only the quote it sends back).
+    terms = QuoteTerms(
+        quote_id=fresh["quoteId"], taker=fresh["taker"], recipient=fresh["recipient"],
+        sell_chain_id=fresh["sellChainId"], sell_token=fresh["sellToken"], sell_amount=int(fresh["sellAmount"]),
+        buy_chain_id=fresh["buyChainId"], buy_token=fresh["buyToken"], buy_amount=int(fresh["buyAmount"]),
+        min_buy_amount=int(fresh["minBuyAmount"]), expires_at=fresh["expiresAt"], book_version=fresh["bookVersion"],
+    )  # fmt: skip
+    assert recover(terms.digest(_domain(fresh)), fresh["signature"]) == m.operator.address
+
+
+def _reused(api: Any) -> float:
+    for line in httpx.get(api.url + "/metrics").text.splitlines():
+        if line.startswith('crossbook_swap_pricing_total{how="reused"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_swap_keeps_its_quoted_route_when_only_other_pools_moved(api: Any, clean_devnet: Devnet) -> None:
+    """A newer book version whose changes miss the route's pools does not re-price the
+    swap: the route pays exactly what was quoted, so the receipt is the quote's amount."""
+    m = clean_devnet.manifest
+    a, b = m.traders[2], m.traders[3]
+    c = CrossbookClient(api.url)
+    q = _quote(c, m, a, amount=10**17)
+    other = c.quote(m.chains[2].chain_id, "DAI", m.chains[2].chain_id, "USDT", taker=b.address, sell_amount=10**21)
+    assert not {leg["sourceId"] for leg in q["route"]} & {leg["sourceId"] for leg in other["route"]}
+    c.swap(other, b.private_key)
+    deadline = time.monotonic() + 5
+    while httpx.get(api.url + "/healthz").json()["bookVersion"] == q["bookVersion"] and time.monotonic() < deadline:
+        time.sleep(BookService.FLUSH_SECONDS)
+    assert httpx.get(api.url + "/healthz").json()["bookVersion"] > q["bookVersion"]
+    reused = _reused(api)
+    assert c.swap(q, a.private_key)["buyAmount"] == q["buyAmount"]
+    assert _reused(api) == reused + 1
+    # A swap whose pools did move is re-priced (the counter does not move).
+    q2 = _quote(c, m, a, amount=10**17)
+    c.swap(_quote(c, m, b, amount=10**18), b.private_key)  # the same pools, ahead of it
+    time.sleep(3 * BookService.FLUSH_SECONDS)
+    reused = _reused(api)
+    assert int(c.swap(q2, a.private_key)["buyAmount"]) < int(q2["buyAmount"])
+    assert _reused(api) == reused
