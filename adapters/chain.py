@@ -158,20 +158,34 @@ class ChainAdapter:
         self._publish(sources, balances, allowances, full=True)
 
     async def _read_balances(
-        self, w3: AsyncWeb3[Any], block: int, pairs: list[tuple[str, str]]
+        self, w3: AsyncWeb3[Any], block: int | str, pairs: list[tuple[str, str]]
     ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
-        """Balance and allowance (to the vault) of each (token, account), in one batch."""
+        """Balance and allowance (to the vault) of each (token, account), in one batch.
+
+        A raw JSON-RPC batch of `eth_call`s: web3's batch API ran its formatters over
+        every call and result, ~18 ms of CPU for one account's ten calls, on the event
+        loop that confirms swaps (a new trader's first order waited for it, and a burst
+        of new traders for all of theirs); this is ~2 ms."""
         if not pairs:
             return {}, {}
         spender = bytes.fromhex(self.spender[2:]).rjust(32, b"\0")
-        async with w3.batch_requests() as batch:
-            for token, account in pairs:
-                who = bytes.fromhex(account[2:]).rjust(32, b"\0")
-                to = self.tokens[token]
-                batch.add(w3.eth.call({"to": to, "data": "0x" + (BALANCE_OF + who).hex()}, block))  # type: ignore[typeddict-item]
-                batch.add(w3.eth.call({"to": to, "data": "0x" + (ALLOWANCE + who + spender).hex()}, block))  # type: ignore[typeddict-item]
-            results = await batch.async_execute()
-        values = [int(decode(["uint256"], bytes(r))[0]) for r in results]  # type: ignore[arg-type]
+        tag = hex(block) if isinstance(block, int) else block
+        calls: list[tuple[RPCEndpoint, Any]] = []
+        for token, account in pairs:
+            who = bytes.fromhex(account[2:]).rjust(32, b"\0")
+            to = self.tokens[token]
+            calls.append((RPCEndpoint("eth_call"), [{"to": to, "data": "0x" + (BALANCE_OF + who).hex()}, tag]))
+            calls.append((RPCEndpoint("eth_call"), [{"to": to, "data": "0x" + (ALLOWANCE + who + spender).hex()}, tag]))
+        replies = await w3.provider.make_batch_request(calls)
+        if not isinstance(replies, list):  # the whole batch was refused
+            raise Web3RPCError(f"eth_call batch: {replies.get('error')}")
+        if len(replies) != len(calls):
+            raise Web3RPCError(f"eth_call batch: {len(replies)} replies to {len(calls)} calls")
+        values = []
+        for r in sorted(replies, key=lambda r: int(r.get("id") or 0)):  # replies may come in any order
+            if "error" in r:
+                raise Web3RPCError(f"eth_call: {r['error']}")
+            values.append(int(decode(["uint256"], bytes.fromhex(str(r["result"])[2:]))[0]))
         balances = {pair: values[2 * i] for i, pair in enumerate(pairs)}
         allowances = {pair: values[2 * i + 1] for i, pair in enumerate(pairs)}
         return balances, allowances
@@ -183,7 +197,7 @@ class ChainAdapter:
         if self._http is None:  # one pooled HTTP client for cache misses, apart from the head stream
             self._http = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(self.chain.rpc_url))
         # "latest", not our head: after a reorg or revert our head may not exist any more.
-        return await self._read_balances(self._http, "latest", [(t, account) for t in self.tokens])  # type: ignore[arg-type]
+        return await self._read_balances(self._http, "latest", [(t, account) for t in self.tokens])
 
     async def _on_head(self, w3: AsyncWeb3[Any], head: Any) -> None:
         number = int(head["number"])

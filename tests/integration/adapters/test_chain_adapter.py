@@ -141,3 +141,29 @@ async def test_reorg_triggers_a_full_resync(devnet: Devnet) -> None:
         assert len(upd.sources) == len(chain.pools)
     finally:
         await _stop(adapter, task)
+
+
+async def test_a_tracked_account_reads_what_the_tokens_say(clean_devnet: Devnet) -> None:
+    """`track` (a new trader's first order) reads every token's balance and allowance to
+    the vault in one raw batch: the same numbers as the contracts' own views, and every
+    pair of them, in order (an allowance is set to a distinct value per token)."""
+    m = clean_devnet.manifest
+    assert m is not None
+    chain = m.chains[1]
+    trader = m.traders[6]
+    adapter = ChainAdapter(chain, Recorder())
+    task = await _run(adapter)
+    try:
+        w3 = _w3(chain)
+        abi = load_artifact("TestToken")["abi"]
+        tokens = {sym: w3.eth.contract(address=Web3.to_checksum_address(t.address), abi=abi) for sym, t in chain.tokens.items()}
+        for k, tok in enumerate(tokens.values()):
+            tx = tok.functions.approve(adapter.spender, 10**30 + k).transact({"from": trader.address})
+            w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+        balances, allowances = await adapter.track(trader.address)
+        for k, (sym, tok) in enumerate(tokens.items()):
+            key = (chain.tokens[sym].address.lower(), trader.address.lower())
+            assert balances[key] == tok.functions.balanceOf(trader.address).call()
+            assert allowances[key] == tok.functions.allowance(trader.address, adapter.spender).call() == 10**30 + k
+    finally:
+        await _stop(adapter, task)
