@@ -7,7 +7,9 @@
    latency at that load. By Little's law a closed loop of 50 clients at 1,000 req/s has a
    mean latency of 50 ms whatever the server does, so the p99 goal is read at the rate.
 2. `/v1/swap` at a fixed arrival rate (default 200/s for 60 s), each swap preceded by
-   its quote; then the ledger is checked: every receipt in Redis at its log index, no
+   its quote, after 2 s of warm-up at a quarter of the rate (each trader's first order
+   reads its funds from the chain; reported apart); then the ledger is checked, the
+   warm-up's orders included: every receipt in Redis at its log index, no
    index twice, holds equal to the sums of what was receipted.
 
 The stack is the real one: a 3-chain devnet, an embedded Redis (AOF, fsync always) and

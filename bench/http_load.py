@@ -169,42 +169,63 @@ def quote_maker(manifest: dict[str, Any], amount: int) -> Any:
     return lambda i: ("POST", "/v1/quote", bodies[i % len(bodies)])
 
 
-async def swap_load(host: str, port: int, manifest: dict[str, Any], rate: float, seconds: float, workers: int) -> dict[str, Any]:
+async def swap_load(
+    host: str, port: int, manifest: dict[str, Any], rate: float, seconds: float, workers: int, warmup: float = 0.0
+) -> dict[str, Any]:
+    """Swaps at `rate` for `seconds`, each after its quote, latency from send to reply.
+
+    First, `warmup` seconds at a quarter of the rate, not in the latencies (as the quote
+    loads leave out their first seconds), going through every trader on every sell
+    chain: a fresh API reads a trader's balance and allowance on a chain from the chain
+    on their first order there, and those one-time reads would otherwise be the
+    measured tail. The warm-up's orders are in `receipts` (the ledger
+    check covers them) and its latencies are reported apart."""
     from app.client import order_from_quote, sign_order, swap_body
     from app.domain.eip712 import Domain
 
     traders = manifest["accounts"]["traders"]
     chains = [c["chainId"] for c in manifest["chains"]]
     lat: list[float] = []
+    warm: list[float] = []
     codes: Counter[int] = Counter()
     receipts: list[dict[str, Any]] = []
-    queue: asyncio.Queue[float] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[float, int]] = asyncio.Queue()  # (due, warm-up pair or -1)
+    pairs = [(t, c) for t in range(len(traders)) for c in chains]  # each trader on each sell chain
     lag: list[float] = []
+    measured_from = 0.0
 
     async def scheduler() -> None:
+        nonlocal measured_from
         t0 = time.perf_counter()
-        n = int(rate * seconds)
-        for k in range(n):
-            due = t0 + k / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            queue.put_nowait(due)
+        for phase_rate, phase_seconds, measured in ((rate / 4, warmup, False), (rate, seconds, True)):
+            if measured:
+                measured_from = t0
+            for k in range(int(phase_rate * phase_seconds)):
+                due = t0 + k / phase_rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                queue.put_nowait((due, -1 if measured else k % len(pairs)))
+            t0 += phase_seconds
         for _ in range(workers):
-            queue.put_nowait(-1.0)
+            queue.put_nowait((-1.0, -1))
 
     async def worker(k: int) -> None:
         qc, sc = Conn(host, port), Conn(host, port)
         n = 0
         while True:
-            due = await queue.get()
+            due, pair = await queue.get()
             if due < 0:
                 return
-            lag.append(time.perf_counter() - due)
+            measured = pair < 0
+            if measured:
+                lag.append(time.perf_counter() - due)
             t = traders[(k + n) % len(traders)]
             n += 1
             sell_chain = chains[n % len(chains)]
             buy_chain = chains[(n + k) % len(chains)]
+            if not measured:  # the warm-up goes through every trader on every sell chain
+                t, sell_chain = traders[pairs[pair][0]], pairs[pair][1]
             body = json.dumps({"sellChainId": sell_chain, "sellToken": "WETH", "buyChainId": buy_chain, "buyToken": "USDC", "sellAmount": str(10**13), "taker": t["address"]}).encode()
             try:
                 status, raw = await qc.request("POST", "/v1/quote", body)
@@ -228,15 +249,14 @@ async def swap_load(host: str, port: int, manifest: dict[str, Any], rate: float,
                 codes[-1] += 1
                 sc = Conn(host, port)
                 continue
-            lat.append(time.perf_counter() - t0)
+            (lat if measured else warm).append(time.perf_counter() - t0)
             codes[status] += 1
             if status == 200:
                 r = json.loads(raw)
                 receipts.append({"orderId": r["orderId"], "buyAmount": r["buyAmount"], "log": r["log"], "buyChainId": buy_chain, "trader": t["address"], "sellChainId": sell_chain})
 
-    t_start = time.perf_counter()
     await asyncio.gather(scheduler(), *(worker(k) for k in range(workers)))
-    elapsed = time.perf_counter() - t_start
+    elapsed = time.perf_counter() - measured_from
     return {
         "targetRate": rate,
         "seconds": seconds,
@@ -244,6 +264,7 @@ async def swap_load(host: str, port: int, manifest: dict[str, Any], rate: float,
         "swaps": len(lat),
         **percentiles(lat),
         "scheduleLagP99Ms": percentiles(lag).get("p99Ms"),
+        "warmup": {"seconds": warmup, "rate": rate / 4, "swaps": len(warm), **percentiles(warm)},
         "status": {str(k): v for k, v in codes.items()},
         "receipts": receipts,
     }
@@ -277,7 +298,7 @@ def main() -> None:
     elif args.mode == "quote-rate":
         doc = asyncio.run(open_loop(host, port, quote_maker(manifest, args.usd), args.rate, args.seconds, args.concurrency, args.warmup))
     else:
-        doc = asyncio.run(swap_load(host, port, manifest, args.rate, args.seconds, args.concurrency))
+        doc = asyncio.run(swap_load(host, port, manifest, args.rate, args.seconds, args.concurrency, args.warmup))
     text = json.dumps(doc)
     if args.out:
         # A file, not stdout: the event loop may leave stdout non-blocking, and a large

@@ -50,7 +50,9 @@ def test_open_loop_quotes_are_all_counted(api: ApiProcess, devnet: Devnet, tmp_p
 def test_swap_load_gets_receipts(api: ApiProcess, devnet: Devnet, tmp_path: Path) -> None:
     doc = _load(
         tmp_path, "swap", "--url", api.url, "--manifest", str(devnet.manifest_path),
-        "--rate", "10", "--seconds", "1", "--concurrency", "4",
+        "--rate", "10", "--seconds", "1", "--concurrency", "4", "--warmup", "2",
     )
-    assert doc["swaps"] == 10 and doc["status"] == {"200": 10}
-    assert len({r["orderId"] for r in doc["receipts"]}) == 10
+    # 10 measured swaps after 2 s of warm-up at a quarter of the rate (5 swaps, apart).
+    assert doc["swaps"] == 10 and doc["warmup"]["swaps"] == 5 and doc["status"] == {"200": 15}
+    assert 0 < doc["p50Ms"] <= doc["p99Ms"] and 0 < doc["warmup"]["p50Ms"]
+    assert len({r["orderId"] for r in doc["receipts"]}) == 15
