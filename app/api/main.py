@@ -6,6 +6,8 @@ connects Redis and builds the quote service; on stop it closes them in reverse.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -115,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await followers.stop()
             await makers.stop()
             await books.stop()
+            with contextlib.suppress(Exception):  # the quotes written behind their replies
+                await asyncio.wait_for(quotes.store.flush(), 5)
             await redis.aclose()
 
     app = _CrossbookApi(

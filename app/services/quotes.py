@@ -50,6 +50,7 @@ RECENT_QUOTES = 512  # a swap follows its quote within milliseconds; more only f
 class QuoteStore(Protocol):
     async def put(self, quote_id: str, doc: dict[str, Any], ttl: int) -> None: ...
     async def get(self, quote_id: str) -> dict[str, Any] | None: ...
+    async def flush(self) -> None: ...
 
 
 def parse_amount(value: object, name: str) -> int:
@@ -383,11 +384,11 @@ class QuoteService:
         return stored
 
     async def stored(self, quote_id: str) -> dict[str, Any] | None:
-        """What a swap checks of a quote: the fields this process wrote to Redis before it
-        answered the quote, from memory when it issued the quote lately (stored quotes
-        never change, so both copies are the same; a swap saves a Redis round trip,
-        which under load waits behind other clients' fsyncs), else from Redis (a quote
-        issued before a restart)."""
+        """What a swap checks of a quote: the fields this process stored for it (written to
+        Redis behind the quote's reply), from memory when it issued the quote lately
+        (stored quotes never change, so both copies are the same; a swap saves a Redis
+        round trip, which under load waits behind other clients' fsyncs), else from
+        Redis (a quote issued before a restart)."""
         hit = self._recent.get(quote_id)
         if hit is not None:
             return hit[1]

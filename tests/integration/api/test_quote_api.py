@@ -87,7 +87,11 @@ def test_large_trade_splits_across_chains_and_beats_the_best_single_pool(api: An
     assert int(doc["buyAmount"]) > best_single
     assert doc["signer"] == m.operator.address
     # Kept in Redis until it expires.
+    # (written behind the reply: within a Redis round trip)
     r = redis.Redis.from_url(api.redis_url)
+    deadline = time.monotonic() + 5
+    while not r.exists("quote:" + doc["quoteId"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     ttl = r.ttl("quote:" + doc["quoteId"])
     assert 0 < ttl <= 30
 

@@ -160,6 +160,9 @@ def test_bad_swaps_get_their_code_and_leave_no_state(
             body["order"]["extra"] = 1
         elif case == "expired_quote":
             r = redis.Redis.from_url(api.redis_url)
+            deadline = time.monotonic() + 5  # quotes are written behind their replies
+            while not r.exists("quote:" + q["quoteId"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
             doc = json.loads(r.get("quote:" + q["quoteId"]))
             doc["expiresAt"] = int(time.time()) - 1
             r.set("quote:" + q["quoteId"], json.dumps(doc), ex=30)
