@@ -9,6 +9,8 @@ sources run as before (slower): the error is printed and the exit status is 1.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,8 +19,17 @@ from pathlib import Path
 from app.domain.native import MODULES, ROOT, STAMP, source_path, sources_digest
 
 
+def compiler() -> str | None:
+    """The C compiler mypyc's build will use, if there is one."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
 def main() -> int:
     mypyc = Path(sys.executable).with_name("mypyc")
+    if compiler() is None:
+        STAMP.unlink(missing_ok=True)
+        print("no C compiler (cc, gcc or clang): the router and pool math run uncompiled (slower)", file=sys.stderr)
+        return 1
     files = [str(source_path(m).relative_to(ROOT)) for m in MODULES]
     STAMP.unlink(missing_ok=True)
     print(f"compiling the router and pool math with mypyc ({len(files)} modules, about a minute)", flush=True)
