@@ -56,14 +56,19 @@ $(NPM_STAMP): package.json package-lock.json
 	@test -n "$$(ls node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null)" || { echo "error: no anvil binary for this platform in node_modules/@foundry-rs"; exit 1; }
 	@touch $@
 
-up: install
+# Installs run two at a time (the Python packages and the npm tools, then the router's
+# compilation and the circuits' keys): on a fresh clone the compilation and the key setup
+# each take about a minute.
+up:
+	@$(MAKE) --no-print-directory -j2 install
 	@$(BIN)/crossbook up
 
 # Two pytest workers, whole files each: most integration tests wait on chain windows,
 # block times and finality depth, so two overlap well on two cores (measured: 11.6 min
 # against 15.6 serially). Each worker starts its own session devnet and Redis. The 25
 # slowest tests are listed at the end, to keep the suite within its 15-minute budget.
-test: install
+test:
+	@$(MAKE) --no-print-directory -j2 install
 	@$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-unit: install
