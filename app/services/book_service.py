@@ -11,11 +11,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapters.chain import ChainAdapter, ChainUpdate
 from app.domain.book import Hold, InsufficientInventory, Reservation, VirtualBook
-from app.domain.sources import InsufficientLiquidity, LadderSource, Source, Trade
+from app.domain.sources import (
+    ConstantProductPool,
+    InsufficientLiquidity,
+    LadderSource,
+    Source,
+    StableSwapPool,
+    Trade,
+)
 from app.domain.types import Address, Asset, AssetSymbol, ChainId
 from app.manifest import Manifest
 
@@ -74,6 +81,9 @@ class BookService:
         self.pending: dict[str, tuple[Trade, ...]] = {}
         # The same trades by source, for re-applying them when the chain moves a pool.
         self._pending_on: dict[str, dict[tuple[str, int], Trade]] = {}
+        # Their sums per source and input token, [amount in, amount out]: a pool's trades
+        # move its balances by fixed amounts, so all of them apply at once (below).
+        self._pending_net: dict[str, dict[str, list[int]]] = {}
         self._queue: dict[str, Reservation] = {}
         self._queued_holds: dict[tuple[ChainId, AssetSymbol], int] = {}
         self._releases: set[str] = set()
@@ -116,10 +126,30 @@ class BookService:
                 listener(u.chain_id)
 
     def _with_pending(self, source_id: str) -> Source:
+        """The source as the chain shows it, with the pending trades on it applied.
+
+        A pool's trade adds its input to one balance and takes its output from the other
+        (`apply`), so its pending trades apply as their sums: the same integers as one by
+        one, in constant time. One by one, every block that moved a busy pool and every
+        release cost a pass over all its open orders' trades (~10 ms per pool at 4,000
+        open orders, on the event loop). A maker's ladder is walked trade by trade."""
         src = self.chain_sources[source_id]
-        for trade in self._pending_on.get(source_id, {}).values():
+        on = self._pending_on.get(source_id)
+        if not on:
+            return src
+        if isinstance(src, ConstantProductPool | StableSwapPool):
+            net = self._pending_net.get(source_id, {})
+            in0, out0 = net.get(src.token0.symbol, (0, 0))  # trades selling token0 for token1
+            in1, out1 = net.get(src.token1.symbol, (0, 0))
+            return replace(src, balance0=src.balance0 + in0 - out1, balance1=src.balance1 + in1 - out0)
+        for trade in on.values():
             src = src.apply(trade)
         return src
+
+    def _net(self, trade: Trade, sign: int) -> None:
+        sums = self._pending_net.setdefault(trade.source_id, {}).setdefault(trade.token_in, [0, 0])
+        sums[0] += sign * trade.amount_in
+        sums[1] += sign * trade.amount_out
 
     # Confirmations join the book in batches: every new book version costs the router a
     # plan rebuild on the next quote, so one version per confirmation would make each
@@ -197,6 +227,7 @@ class BookService:
                 self.pending[rid] = r.trades
                 for k, trade in enumerate(r.trades):
                     self._pending_on.setdefault(trade.source_id, {})[(rid, k)] = trade
+                    self._net(trade, 1)
         self.book = book
 
     @property
@@ -221,10 +252,11 @@ class BookService:
         for rid in ids:
             for k, trade in enumerate(self.pending.pop(rid, ())):
                 on = self._pending_on.get(trade.source_id)
-                if on is not None:
-                    on.pop((rid, k), None)
+                if on is not None and on.pop((rid, k), None) is not None:
+                    self._net(trade, -1)
                     if not on:
                         del self._pending_on[trade.source_id]
+                        self._pending_net.pop(trade.source_id, None)
                 if trade.source_id in self.chain_sources:
                     touched.add(trade.source_id)
         if touched:
