@@ -45,7 +45,7 @@ class RedisQuoteStore:
         self.prefix = prefix
         self.max_pending = max_pending
         self._queue: list[tuple[str, bytes, int, asyncio.Future[None]]] = []
-        self._writing = False
+        self._drain_task: asyncio.Task[None] | None = None  # writing while it runs
         self._failing = False  # the last write failed: puts wait for theirs until one succeeds
 
     async def put(self, quote_id: str, doc: dict[str, Any], ttl: int) -> None:
@@ -54,44 +54,41 @@ class RedisQuoteStore:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_retrieved)
         self._queue.append((self.prefix + quote_id, dumps(doc), ttl, fut))
-        if not self._writing:
-            self._writing = True
-            asyncio.get_running_loop().create_task(self._drain())
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
         if self._failing or len(self._queue) > self.max_pending:
             await fut
 
     async def flush(self) -> None:
-        """Wait until every queued write has been acknowledged (or failed)."""
-        while self._queue or self._writing:
-            await asyncio.sleep(0.001)
+        """Wait until every queued write has been acknowledged (or failed): the drain
+        task runs until the queue is empty."""
+        if self._drain_task is not None:
+            await asyncio.shield(self._drain_task)
 
     async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    if len(batch) == 1:
-                        key, value, ttl, _ = batch[0]
-                        await self.redis.set(key, value, ex=ttl)
-                    else:
-                        async with self.redis.pipeline(transaction=False) as pipe:
-                            for key, value, ttl, _ in batch:
-                                pipe.set(key, value, ex=ttl)
-                            await pipe.execute()
-                except Exception as e:  # every waiter gets the storage error
-                    self._failing = True
-                    WRITE_FAILURES.inc(len(batch))
-                    log.warning("quote writes failed", extra={"quotes": len(batch), "error": f"{type(e).__name__}: {e}"})
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e)
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                if len(batch) == 1:
+                    key, value, ttl, _ = batch[0]
+                    await self.redis.set(key, value, ex=ttl)
                 else:
-                    self._failing = False
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
-        finally:
-            self._writing = False
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for key, value, ttl, _ in batch:
+                            pipe.set(key, value, ex=ttl)
+                        await pipe.execute()
+            except Exception as e:  # every waiter gets the storage error
+                self._failing = True
+                WRITE_FAILURES.inc(len(batch))
+                log.warning("quote writes failed", extra={"quotes": len(batch), "error": f"{type(e).__name__}: {e}"})
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+            else:
+                self._failing = False
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
 
     async def get(self, quote_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.prefix + quote_id)
