@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.domain.native import MODULES, ROOT, STAMP, source_path, sources_digest
+from app.domain.native import MODULES, ROOT, STAMP, source_path, sources_digest, stamp_for
 
 
 def compiler() -> str | None:
@@ -41,9 +41,7 @@ def main() -> int:
         print("error: mypyc failed (see above); the router runs from its sources", file=sys.stderr)
         return 1
     STAMP.parent.mkdir(parents=True, exist_ok=True)
-    STAMP.write_text(
-        json.dumps({"digest": sources_digest(), "python": sys.implementation.cache_tag, "modules": list(MODULES)})
-    )
+    STAMP.write_text(json.dumps(stamp_for(sources_digest())))
     print(f"  compiled in {time.monotonic() - t0:.0f} s", flush=True)
     return 0
 

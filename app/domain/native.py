@@ -57,15 +57,15 @@ def sources_digest() -> str:
     return h.hexdigest()
 
 
+def stamp_for(digest: str) -> dict[str, Any]:
+    """The stamp of a build of the sources of `digest` (`MODULES`) for this interpreter."""
+    return {"digest": digest, "python": sys.implementation.cache_tag, "modules": list(MODULES)}
+
+
 def fresh(stamp: dict[str, Any] | None, digest: str) -> bool:
     """Whether the build recorded in `stamp` compiled exactly the sources of `digest`,
     for this interpreter."""
-    return (
-        stamp is not None
-        and stamp.get("digest") == digest
-        and stamp.get("python") == sys.implementation.cache_tag
-        and list(stamp.get("modules") or []) == list(MODULES)
-    )
+    return stamp == stamp_for(digest)
 
 
 def read_stamp() -> dict[str, Any] | None:
