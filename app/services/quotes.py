@@ -396,10 +396,13 @@ class QuoteService:
 
     def _basis(self, issued: IssuedQuote) -> Basis | None:
         """The pool states a just-priced exact-in route trades on, from the book it was
-        priced on (None when it is not such a route)."""
+        priced on (None when it is not such a route). A same-asset transfer trades on no
+        pool: its amounts depend on nothing the book holds."""
         book = self.books.book
-        if issued.route is None or issued.side is not Side.EXACT_IN or book.version != issued.terms.book_version:
+        if issued.side is not Side.EXACT_IN or book.version != issued.terms.book_version:
             return None
+        if issued.route is None:
+            return ()
         basis = []
         for leg in issued.route.legs:
             src = book.sources.get(leg.source_id)

@@ -303,3 +303,21 @@ def test_a_swap_keeps_its_quoted_route_when_only_other_pools_moved(api: Any, cle
     reused = _reused(api)
     assert int(c.swap(q2, a.private_key)["buyAmount"]) < int(q2["buyAmount"])
     assert _reused(api) == reused
+
+
+def test_a_same_asset_transfer_keeps_its_quote(api: Any, clean_devnet: Devnet) -> None:
+    """A transfer across chains trades on no pool: its swap is paid what was quoted and
+    is not re-priced, also after the book moved."""
+    m = clean_devnet.manifest
+    a, b = m.traders[2], m.traders[3]
+    c = CrossbookClient(api.url)
+    q = c.quote(m.chains[0].chain_id, "USDC", m.chains[1].chain_id, "USDC", taker=a.address, sell_amount=5 * 10**6)
+    assert q["route"] == []
+    c.swap(_quote(c, m, b, amount=10**18), b.private_key)  # the book moves
+    deadline = time.monotonic() + 5
+    while httpx.get(api.url + "/healthz").json()["bookVersion"] == q["bookVersion"] and time.monotonic() < deadline:
+        time.sleep(BookService.FLUSH_SECONDS)
+    assert httpx.get(api.url + "/healthz").json()["bookVersion"] > q["bookVersion"]
+    reused = _reused(api)
+    assert c.swap(q, a.private_key)["buyAmount"] == q["buyAmount"]
+    assert _reused(api) == reused + 1
