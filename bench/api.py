@@ -58,13 +58,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _measured(pid: int, fn: Any) -> dict[str, Any]:
+    """Run a load and add the API's CPU per request: its CPU time over the load's whole
+    run divided by every request the load sent (`sent`: warm-up included, and for the
+    swap load its quotes too, as the CPU counts them all)."""
     c0 = _cpu_seconds(pid)
     doc = fn()
     used = _cpu_seconds(pid) - c0
-    n = doc.get("requests") or doc.get("swaps") or 0
-    # quotes fetched by the swap load are part of its cost: two requests per swap
-    per = 2 * n if "swaps" in doc else n
-    doc["serverCpuMsPerRequest"] = round(used * 1000 / per, 3) if per else None
+    sent = doc.get("sent") or 0
+    doc["serverCpuMsPerRequest"] = round(used * 1000 / sent, 3) if sent else None
     return doc
 
 

@@ -73,11 +73,13 @@ class Conn:
 async def closed_loop(host: str, port: int, make: Any, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
     lat: list[float] = []
     codes: Counter[int] = Counter()
+    sent = 0  # every request, the warm-up's too (the server's CPU pays for all of them)
     t_start = time.perf_counter()
     t_measure = t_start + warmup
     t_end = t_measure + seconds
 
     async def worker(k: int) -> None:
+        nonlocal sent
         c = Conn(host, port)
         i = k
         while True:
@@ -86,6 +88,7 @@ async def closed_loop(host: str, port: int, make: Any, concurrency: int, seconds
                 return
             method, path, body = make(i)
             i += concurrency
+            sent += 1
             t0 = time.perf_counter()
             try:
                 status, _ = await c.request(method, path, body)
@@ -99,7 +102,7 @@ async def closed_loop(host: str, port: int, make: Any, concurrency: int, seconds
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     n = len(lat)
-    return {"requests": n, "concurrency": concurrency, "seconds": seconds, "throughputPerSecond": round(n / seconds, 1), **percentiles(lat), "status": dict(codes)}
+    return {"requests": n, "sent": sent, "concurrency": concurrency, "seconds": seconds, "throughputPerSecond": round(n / seconds, 1), **percentiles(lat), "status": dict(codes)}
 
 
 async def open_loop(host: str, port: int, make: Any, rate: float, seconds: float, connections: int, warmup: float) -> dict[str, Any]:
@@ -109,6 +112,7 @@ async def open_loop(host: str, port: int, make: Any, rate: float, seconds: float
     lat: list[float] = []
     codes: Counter[int] = Counter()
     queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    sent = 0
     t0 = time.perf_counter() + 0.05
     t_measure = t0 + warmup
 
@@ -123,6 +127,7 @@ async def open_loop(host: str, port: int, make: Any, rate: float, seconds: float
             queue.put_nowait((-1, 0.0))
 
     async def worker() -> None:
+        nonlocal sent
         c = Conn(host, port)
         await c.open()
         while True:
@@ -130,6 +135,7 @@ async def open_loop(host: str, port: int, make: Any, rate: float, seconds: float
             if k < 0:
                 return
             method, path, body = make(k)
+            sent += 1
             try:
                 status, _ = await c.request(method, path, body)
             except (ConnectionError, asyncio.IncompleteReadError, OSError):
@@ -144,6 +150,7 @@ async def open_loop(host: str, port: int, make: Any, rate: float, seconds: float
     measured = time.perf_counter() - max(started, t_measure)
     return {
         "requests": len(lat),
+        "sent": sent,
         "connections": connections,
         "targetRate": rate,
         "achievedRate": round(len(lat) / measured, 1) if measured > 0 else None,
@@ -193,6 +200,7 @@ async def swap_load(
     pairs = [(t, c) for t in range(len(traders)) for c in chains]  # each trader on each sell chain
     lag: list[float] = []
     measured_from = 0.0
+    sent = 0  # quotes and swaps, the warm-up's too
 
     async def scheduler() -> None:
         nonlocal measured_from
@@ -211,6 +219,7 @@ async def swap_load(
             queue.put_nowait((-1.0, -1))
 
     async def worker(k: int) -> None:
+        nonlocal sent
         qc, sc = Conn(host, port), Conn(host, port)
         n = 0
         while True:
@@ -227,6 +236,7 @@ async def swap_load(
             if not measured:  # the warm-up goes through every trader on every sell chain
                 t, sell_chain = traders[pairs[pair][0]], pairs[pair][1]
             body = json.dumps({"sellChainId": sell_chain, "sellToken": "WETH", "buyChainId": buy_chain, "buyToken": "USDC", "sellAmount": str(10**13), "taker": t["address"]}).encode()
+            sent += 1
             try:
                 status, raw = await qc.request("POST", "/v1/quote", body)
             except (ConnectionError, asyncio.IncompleteReadError, OSError):
@@ -241,6 +251,7 @@ async def swap_load(
             order = order_from_quote(quote, nonce=random.getrandbits(63))
             sig = sign_order(order, Domain(chain_id=d["chainId"], verifying_contract=d["verifyingContract"]), t["privateKey"])
             payload = json.dumps(swap_body(quote, order, sig)).encode()
+            sent += 1
             t0 = time.perf_counter()
             try:
                 status, raw = await sc.request("POST", "/v1/swap", payload)
@@ -262,6 +273,7 @@ async def swap_load(
         "seconds": seconds,
         "achievedRate": round(len(lat) / elapsed, 1),
         "swaps": len(lat),
+        "sent": sent,
         **percentiles(lat),
         "scheduleLagP99Ms": percentiles(lag).get("p99Ms"),
         "warmup": {"seconds": warmup, "rate": rate / 4, "swaps": len(warm), **percentiles(warm)},

@@ -44,6 +44,7 @@ def test_open_loop_quotes_are_all_counted(api: ApiProcess, devnet: Devnet, tmp_p
         "--rate", "40", "--seconds", "1", "--warmup", "0.5", "--concurrency", "4",
     )
     assert doc["requests"] == 40 and doc["status"] == {"200": 40}
+    assert doc["sent"] == 60  # with the warm-up's 20: the server's CPU pays for them too
     assert 0 < doc["p50Ms"] <= doc["p99Ms"] <= doc["maxMs"]
 
 
@@ -56,3 +57,4 @@ def test_swap_load_gets_receipts(api: ApiProcess, devnet: Devnet, tmp_path: Path
     assert doc["swaps"] == 10 and doc["warmup"]["swaps"] == 5 and doc["status"] == {"200": 15}
     assert 0 < doc["p50Ms"] <= doc["p99Ms"] and doc["warmup"]["p50Ms"] > 0
     assert len({r["orderId"] for r in doc["receipts"]}) == 15
+    assert doc["sent"] == 30  # a quote and a swap for each of the 15

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from bench.api import _histogram, _swap_pricing
+import os
+import time
+
+from bench.api import _histogram, _measured, _swap_pricing
 
 
 def _snapshot(counts: list[int], total: float, label: str = 'phase="ledger"') -> dict[str, float]:
@@ -35,3 +38,21 @@ def test_no_observations() -> None:
 def test_swap_pricing_counter() -> None:
     m = {'crossbook_swap_pricing_total{how="reused"}': 7.0, 'crossbook_swap_pricing_total{how="repriced"}': 3.0, "other": 1.0}
     assert _swap_pricing(m) == {"reused": 7.0, "repriced": 3.0}
+
+
+def test_cpu_per_request_divides_by_every_request_sent() -> None:
+    """The CPU a process used during a load, over every request sent (warm-up included),
+    not only the measured ones: here this very process burns CPU while 'sending' 200."""
+    def load() -> dict[str, int]:
+        t = time.process_time()
+        while time.process_time() - t < 0.2:  # 0.2 s of this process's CPU
+            pass
+        return {"requests": 100, "sent": 200}
+
+    doc = _measured(os.getpid(), load)
+    # 0.2 s over 200 requests is 1 ms each (clock ticks are 10 ms: allow one either side).
+    assert 0.9 <= doc["serverCpuMsPerRequest"] <= 1.15
+
+
+def test_cpu_per_request_without_requests_is_unknown() -> None:
+    assert _measured(os.getpid(), lambda: {"requests": 0, "sent": 0})["serverCpuMsPerRequest"] is None
