@@ -65,11 +65,15 @@ up:
 
 # Two pytest workers, whole files each: most integration tests wait on chain windows,
 # block times and finality depth, so two overlap well on two cores (measured: 11.6 min
-# against 15.6 serially). Each worker starts its own session devnet and Redis. The 25
-# slowest tests are listed at the end, to keep the suite within its 15-minute budget.
+# against 15.6 serially). Each worker starts its own session devnet and Redis. Files go
+# out in path order (`--no-loadscope-reorder`; xdist's default sends files with the most
+# tests first): tests/e2e, with the 200-order run (4-6 min, one test), starts at once on
+# one worker while the other takes the rest, so the longest test cannot start late and
+# set the end (by the default order it started 7 min in). The 25 slowest tests are
+# listed at the end, to keep the suite within its 15-minute budget.
 test:
 	@$(MAKE) --no-print-directory -j2 install
-	@$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 test-unit: install
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
