@@ -29,7 +29,12 @@ from app.json_codec import dumps
 
 __all__ = ["CONFIRM_LUA", "ConfirmOutcome", "Ledger"]
 
-# Decimal-string arithmetic for non-negative integers of any size.
+# Decimal-string arithmetic for non-negative integers of any size. `big_add` adds 14
+# digits at a time: Lua 5.1 (Redis's) has only doubles, exact below 2^53 (~9.007e15), and
+# two 14-digit chunks plus a carry stay under 2e14. Digit by digit, inserting each at the
+# front of the result, it cost ~40 us per add and compare in Redis's single thread (two
+# adds and three compares per confirmation); this way ~12 us (measured with EVALSHA on the
+# embedded Redis, 24-28 digit amounts).
 _BIG = r"""
 local function strip(a) a = string.gsub(a, "^0+", "") if a == "" then return "0" end return a end
 local function big_le(a, b)
@@ -38,18 +43,19 @@ local function big_le(a, b)
   return a <= b
 end
 local function big_add(a, b)
-  a = strip(a) b = strip(b)
-  local res, carry = {}, 0
+  local chunks, carry = {}, 0
   local i, j = #a, #b
   while i > 0 or j > 0 or carry > 0 do
-    local da = i > 0 and tonumber(string.sub(a, i, i)) or 0
-    local db = j > 0 and tonumber(string.sub(b, j, j)) or 0
+    local da = i > 0 and tonumber(string.sub(a, math.max(1, i - 13), i)) or 0
+    local db = j > 0 and tonumber(string.sub(b, math.max(1, j - 13), j)) or 0
     local s = da + db + carry
-    table.insert(res, 1, tostring(s % 10))
-    carry = math.floor(s / 10)
-    i = i - 1 j = j - 1
+    if s >= 1e14 then carry = 1 s = s - 1e14 else carry = 0 end
+    chunks[#chunks + 1] = s
+    i = i - 14 j = j - 14
   end
-  return strip(table.concat(res))
+  local parts = {}
+  for k = #chunks, 1, -1 do parts[#parts + 1] = string.format(k == #chunks and "%d" or "%014d", chunks[k]) end
+  return strip(table.concat(parts))
 end
 """
 
