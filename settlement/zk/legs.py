@@ -40,6 +40,7 @@ __all__ = [
     "AMOUNT_BITS",
     "GENESIS_DOMAIN",
     "KIND_SHIFT",
+    "LEAF_INPUTS",
     "MIN_AMOUNT_SHIFT",
     "TOKEN_BITS",
     "TOKEN_SHIFT",
@@ -112,6 +113,9 @@ class Leg:
 def _check(name: str, v: int, bits: int) -> None:
     if not isinstance(v, int) or not 0 <= v < 1 << bits:
         raise ValueError(f"{name} must be an integer in [0, 2^{bits}), got {v!r}")
+
+
+LEAF_INPUTS = 3  # field elements per leaf: len(leaf(leg))
 
 
 def leaf(leg: Leg) -> tuple[int, int, int]:

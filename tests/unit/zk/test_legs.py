@@ -7,6 +7,7 @@ import pytest
 from settlement.zk.constants import SCALAR_FIELD as R
 from settlement.zk.legs import (
     GENESIS_DOMAIN,
+    LEAF_INPUTS,
     Leg,
     LegKind,
     chain_head,
@@ -34,6 +35,7 @@ def test_leaf_layout() -> None:
     assert ref == 42
     assert LEG.words == (packed, word)
     assert packed < 1 << 200 and word < 1 << 192
+    assert len(leaf(LEG)) == LEAF_INPUTS  # the width the API prepares its hash for at start
 
 
 def test_decode_roundtrip_and_canonicality() -> None:

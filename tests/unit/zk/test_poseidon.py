@@ -9,10 +9,12 @@ import pytest
 from settlement.zk.circuit import LC, ConstraintSystem
 from settlement.zk.constants import SCALAR_FIELD as R
 from settlement.zk.poseidon import (
+    _fast_params,
     poseidon,
     poseidon_constraints,
     poseidon_gadget,
     poseidon_reference,
+    prepare,
 )
 from settlement.zk.poseidon_params import params, partial_rounds
 
@@ -122,3 +124,13 @@ def test_optimised_rounds_equal_the_specified_ones(n: int) -> None:
     cases += [[rng.randrange(R) for _ in range(n)] for _ in range(4)]
     for xs in cases:
         assert poseidon(xs) == poseidon_reference(xs)
+
+
+def test_prepare_computes_a_widths_constants_before_its_first_hash() -> None:
+    _fast_params.cache_clear()
+    prepare(3)
+    misses = _fast_params.cache_info().misses
+    assert poseidon([1, 2, 3]) == poseidon_reference([1, 2, 3])
+    assert _fast_params.cache_info().misses == misses  # the hash found them ready
+    with pytest.raises(ValueError):
+        prepare(0)
