@@ -20,6 +20,7 @@ import pytest
 from web3 import Web3
 
 from app.client import CrossbookClient
+from app.services.book_service import BookService
 from settlement.netting import PoolState, expected_out, flows_from_routes, net_flows
 from settlement.rebalance import maker_fills
 from tests.integration.pipeline.conftest import manifest_of, wait_for, wait_reconciled
@@ -80,6 +81,10 @@ def test_pool_trades_in_both_directions_net_into_one_pool_leg(vault_devnet: Any,
     # is dearest on A's pools (devnet skew), so a WETH sale routes there; 10 WETH moves A's
     # (reserved) price below B's, so the WETH purchase that follows routes to A's pools too.
     sell = client.swap(client.quote(A, "WETH", A, "USDC", taker=t1.address, sell_amount=10 * E18), t1.private_key)
+    # The book shows a confirmation's pool trades within BookService.FLUSH_SECONDS (they
+    # join it in batches); a quote sooner is priced without them, and the purchase would
+    # route as if the sale had not moved A's pools.
+    time.sleep(4 * BookService.FLUSH_SECONDS)
     buy = client.swap(client.quote(A, "USDC", A, "WETH", taker=t2.address, sell_amount=3000 * 10**6), t2.private_key)
     ids = {sell["orderId"], buy["orderId"]}
     chains = set()
