@@ -69,15 +69,12 @@ def _settle_heap() -> None:
     gc.set_threshold(young, YOUNG_GC_EVERY, FULL_GC_EVERY)
 
 
-def _warm(quotes: QuoteService) -> None:
-    """Do at start the one-time work the first requests would otherwise do on the event
-    loop, every request behind them waiting: Poseidon's constants for the receipts' leaf
-    hash (the first swap after a start took ~150 ms more for them; the benchmark's
-    warm-up swaps showed it as a p99 of 150-210 ms) and the routing plans of every pair
-    (the first quote, ~55 ms more)."""
+def _warm() -> None:
+    """Do at start the one-time work the first swap would otherwise do on the event loop,
+    every request behind it waiting: Poseidon's constants for the receipts' leaf hash
+    (~150 ms of pure Python; the benchmark's warm-up swaps showed it as a p99 of
+    150-210 ms)."""
     prepare(LEAF_INPUTS)
-    pairs = quotes.warm()
-    log.info("warmed", extra={"pairsWithPlans": pairs})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -122,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await followers.start()
         health = LoopHealth()
         health.start()
-        _warm(quotes)
+        _warm()
         _settle_heap()
         try:
             yield

@@ -27,7 +27,7 @@ from app.domain.router import (
     Side,
 )
 from app.domain.sources import LadderSource, Source
-from app.domain.types import Asset, AssetSymbol, ChainId
+from app.domain.types import Asset, ChainId
 from app.manifest import ChainInfo, Manifest
 from app.settings import get_settings
 from settlement.tier import Tier, TierRules, order_eta
@@ -238,16 +238,6 @@ class QuoteService:
             for c in manifest.chains
         }
         self.tiers = TierRules.from_manifest(manifest, enabled=get_settings().fast_tier_enabled)
-
-    def warm(self) -> int:
-        """Build the router's plan for every ordered pair of the manifest's assets on the
-        current book; returns how many pairs have one. The first plan of a process also
-        builds what all later ones reuse (55 ms of the 117 ms for all 20 pairs on the
-        devnet's book, measured); a new book version then costs ~1 ms per pair quoted.
-        Done at start, so the first quotes do not pay it on the event loop."""
-        book: VirtualBook = self.books.book
-        symbols = [AssetSymbol(s) for s in self.manifest.assets]
-        return sum(self.router.plan(book, a, b) is not None for a in symbols for b in symbols if a != b)
 
     # -- resolution ------------------------------------------------------------------------
 
