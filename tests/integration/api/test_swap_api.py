@@ -279,6 +279,19 @@ def _reused(api: Any) -> float:
     return 0.0
 
 
+def _wait_for_a_newer_book(api: Any, version: int) -> None:
+    deadline = time.monotonic() + 5
+    while httpx.get(api.url + "/healthz").json()["bookVersion"] == version and time.monotonic() < deadline:
+        time.sleep(BookService.FLUSH_SECONDS)
+    assert httpx.get(api.url + "/healthz").json()["bookVersion"] > version
+
+
+def _swap_is_paid_as_quoted_without_repricing(api: Any, c: CrossbookClient, q: dict[str, Any], key: str) -> None:
+    reused = _reused(api)
+    assert c.swap(q, key)["buyAmount"] == q["buyAmount"]
+    assert _reused(api) == reused + 1
+
+
 def test_a_swap_keeps_its_quoted_route_when_only_other_pools_moved(api: Any, clean_devnet: Devnet) -> None:
     """A newer book version whose changes miss the route's pools does not re-price the
     swap: the route pays exactly what was quoted, so the receipt is the quote's amount."""
@@ -289,13 +302,8 @@ def test_a_swap_keeps_its_quoted_route_when_only_other_pools_moved(api: Any, cle
     other = c.quote(m.chains[2].chain_id, "DAI", m.chains[2].chain_id, "USDT", taker=b.address, sell_amount=10**21)
     assert not {leg["sourceId"] for leg in q["route"]} & {leg["sourceId"] for leg in other["route"]}
     c.swap(other, b.private_key)
-    deadline = time.monotonic() + 5
-    while httpx.get(api.url + "/healthz").json()["bookVersion"] == q["bookVersion"] and time.monotonic() < deadline:
-        time.sleep(BookService.FLUSH_SECONDS)
-    assert httpx.get(api.url + "/healthz").json()["bookVersion"] > q["bookVersion"]
-    reused = _reused(api)
-    assert c.swap(q, a.private_key)["buyAmount"] == q["buyAmount"]
-    assert _reused(api) == reused + 1
+    _wait_for_a_newer_book(api, q["bookVersion"])
+    _swap_is_paid_as_quoted_without_repricing(api, c, q, a.private_key)
     # A swap whose pools did move is re-priced (the counter does not move).
     q2 = _quote(c, m, a, amount=10**17)
     c.swap(_quote(c, m, b, amount=10**18), b.private_key)  # the same pools, ahead of it
@@ -314,10 +322,5 @@ def test_a_same_asset_transfer_keeps_its_quote(api: Any, clean_devnet: Devnet) -
     q = c.quote(m.chains[0].chain_id, "USDC", m.chains[1].chain_id, "USDC", taker=a.address, sell_amount=5 * 10**6)
     assert q["route"] == []
     c.swap(_quote(c, m, b, amount=10**18), b.private_key)  # the book moves
-    deadline = time.monotonic() + 5
-    while httpx.get(api.url + "/healthz").json()["bookVersion"] == q["bookVersion"] and time.monotonic() < deadline:
-        time.sleep(BookService.FLUSH_SECONDS)
-    assert httpx.get(api.url + "/healthz").json()["bookVersion"] > q["bookVersion"]
-    reused = _reused(api)
-    assert c.swap(q, a.private_key)["buyAmount"] == q["buyAmount"]
-    assert _reused(api) == reused + 1
+    _wait_for_a_newer_book(api, q["bookVersion"])
+    _swap_is_paid_as_quoted_without_repricing(api, c, q, a.private_key)
