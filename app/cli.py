@@ -170,13 +170,19 @@ def devnet_slow(chain: ChainOpt, block_time: Annotated[float, typer.Option(help=
 
 
 @devnet_app.command("reorg")
-def devnet_reorg(chain: ChainOpt, depth: Annotated[int, typer.Option(help="blocks to replace")] = 1) -> None:
-    """Reorganise the last DEPTH blocks of a chain (anvil_reorg); their transactions are dropped."""
-    from scripts.devnet.devnet import DevnetError, reorg
+def devnet_reorg(
+    chain: ChainOpt,
+    depth: Annotated[int, typer.Option(help="blocks to replace")] = 1,
+    from_block: Annotated[int | None, typer.Option(help="replace every block from this one to the head (overrides --depth)")] = None,
+) -> None:
+    """Reorganise the last DEPTH blocks of a chain (anvil_reorg), or every block from
+    FROM_BLOCK on; their transactions are dropped."""
+    from scripts.devnet.devnet import DevnetError, reorg, reorg_from
 
     m = _manifest()
     try:
-        res = reorg(m.chain(chain).rpc_url, depth)
+        rpc = m.chain(chain).rpc_url
+        res = reorg(rpc, depth) if from_block is None else reorg_from(rpc, from_block)
     except KeyError:
         _fail(f"unknown chain id {chain}; chains: {list(m.chain_ids)}")
         return

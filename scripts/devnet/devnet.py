@@ -306,6 +306,23 @@ def reorg(rpc_url: str, depth: int) -> dict[str, int]:
     return {"heightBefore": before, "heightAfter": after, "depth": depth}
 
 
+def reorg_from(rpc_url: str, block: int, attempts: int = 5) -> dict[str, int]:
+    """Replace every block from `block` up to the head. `anvil_reorg` counts its depth
+    from the head at the time of the call, so a chain that mines a block between our
+    reading the head and the call would keep `block`: check its hash and go again. (An
+    empty block can come back with the same hash; there is nothing to check then.)"""
+    old = rpc_call(rpc_url, "eth_getBlockByNumber", [hex(block), False])
+    if old is None:
+        raise DevnetError(f"cannot reorg from block {block}: the chain is not that high")
+    for _ in range(attempts):
+        head = int(rpc_call(rpc_url, "eth_blockNumber"), 16)
+        res = reorg(rpc_url, head - block + 1)
+        new = rpc_call(rpc_url, "eth_getBlockByNumber", [hex(block), False])
+        if not old["transactions"] or new["hash"] != old["hash"]:
+            return {**res, "fromBlock": block}
+    raise DevnetError(f"block {block} outlived {attempts} reorgs: the chain mines faster than we can reorg it")
+
+
 def stop_detached(state_dir: Path) -> list[dict[str, Any]]:
     """Stop every process a detached devnet recorded; returns what was stopped."""
     state = DevnetState.load(state_dir)

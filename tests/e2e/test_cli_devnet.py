@@ -86,6 +86,9 @@ def test_devnet_up_status_halt_resume_down(tmp_path: Path) -> None:
         assert h3 > h2
         r = json.loads(_cli(tmp_path, "devnet", "reorg", "--chain", str(cid), "--depth", "2").stdout)
         assert r["depth"] == 2
+        h4 = next(c["height"] for c in json.loads(_cli(tmp_path, "devnet", "status", "--json").stdout)["chains"] if c["chainId"] == cid)
+        r = json.loads(_cli(tmp_path, "devnet", "reorg", "--chain", str(cid), "--from-block", str(h4 - 1)).stdout)
+        assert r["fromBlock"] == h4 - 1 and r["depth"] >= 2
         bad = _cli(tmp_path, "devnet", "halt", "--chain", "4242", check=False)
         assert bad.returncode == 2 and "unknown chain id" in bad.stderr
         again = _cli(tmp_path, "devnet", "up", "--base-port", str(base), check=False)

@@ -9,7 +9,7 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
 from scripts.build_contracts import load_artifact
-from scripts.devnet.devnet import Devnet, DevnetError, reorg
+from scripts.devnet.devnet import Devnet, DevnetError, reorg, reorg_from
 from scripts.devnet.status import devnet_status
 
 pytestmark = pytest.mark.integration
@@ -114,6 +114,26 @@ def test_reorg_replaces_recent_blocks_and_drops_their_transactions(clean_devnet:
     assert w3.eth.get_block(rc["blockNumber"])["hash"] != old_hash
     with pytest.raises(TransactionNotFound):
         w3.eth.get_transaction_receipt(tx)
+
+
+def test_reorg_from_a_block_replaces_it_while_the_chain_keeps_mining(clean_devnet: Devnet) -> None:
+    """Unlike a depth, a block number stays right when the chain mines between our
+    reading its head and the reorg: the block with the transaction is always replaced."""
+    m = clean_devnet.manifest
+    assert m is not None
+    chain = min(m.chains, key=lambda c: c.block_time)
+    w3 = _w3(chain.rpc_url)
+    for k in range(3):
+        tx = w3.eth.send_transaction({"from": m.traders[0].address, "to": m.traders[1].address, "value": 777 + k})
+        rc = w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+        old_hash = w3.eth.get_block(rc["blockNumber"])["hash"]
+        out = reorg_from(chain.rpc_url, rc["blockNumber"])
+        assert out["fromBlock"] == rc["blockNumber"] and out["depth"] >= 1
+        assert w3.eth.get_block(rc["blockNumber"])["hash"] != old_hash
+        with pytest.raises(TransactionNotFound):
+            w3.eth.get_transaction_receipt(tx)
+    with pytest.raises(DevnetError, match="not that high"):
+        reorg_from(chain.rpc_url, _height(chain.rpc_url) + 10**6)
 
 
 def test_reorg_deeper_than_the_chain_is_refused(devnet: Devnet) -> None:

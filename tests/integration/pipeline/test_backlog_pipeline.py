@@ -152,12 +152,9 @@ def test_reorged_group_is_resent_as_the_same_transaction(
             return None
 
         members = wait_for(group_mined, 900, "a group mined on chain B", interval=0.05)
-        from scripts.devnet.anvil import rpc_call
-        from scripts.devnet.devnet import reorg
+        from scripts.devnet.devnet import reorg_from
 
-        rpc = m.chain(B).rpc_url
-        head = int(rpc_call(rpc, "eth_blockNumber"), 16)
-        assert reorg(rpc, head - int(members[0]["block"]) + 1)["depth"] >= 1  # drop its block
+        reorg_from(m.chain(B).rpc_url, int(members[0]["block"]))  # drop its block
 
         _all_finalized_and_reconciled(client, orders, r)
     except AssertionError:
@@ -166,7 +163,9 @@ def test_reorged_group_is_resent_as_the_same_transaction(
     finally:
         celery.stop()
     after = [json.loads(r.get(f"stl:{B}:batch:{b['number']}")) for b in members]
-    assert all(a["state"] == "final" and a.get("reorgs", 0) >= 1 for a in after)
+    assert all(a["state"] == "final" and a.get("reorgs", 0) >= 1 for a in after), [
+        {k: a.get(k) for k in ("number", "state", "reorgs", "block", "blockHash", "txHash", "group")} for a in members + after
+    ]
     assert {a["txHash"] for a in after} == {members[0]["txHash"]}  # the same transaction
     assert len({a["blockHash"] for a in after}) == 1 and after[0]["blockHash"] != members[0]["blockHash"]
     print("reorged group on B:", [(a["number"], a["start"], a["count"], a["block"]) for a in after])

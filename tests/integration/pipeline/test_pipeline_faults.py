@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.client import CrossbookClient
-from scripts.devnet.devnet import reorg
+from scripts.devnet.devnet import reorg_from
 from tests.integration.pipeline.conftest import manifest_of, wait_for
 from tests.integration.pipeline.test_settlement_pipeline import _balance
 
@@ -79,12 +79,7 @@ def test_reorg_after_settlement_resubmits_and_finalizes_once(vault_devnet: Any, 
         return next((b for b in _batches(r, B) if b["state"] == "mined"), None)
 
     b = wait_for(payout_mined, 90, "the payout batch mined on chain B", interval=0.05)
-    rpc = m.chain(B).rpc_url
-    from scripts.devnet.anvil import rpc_call
-
-    head = int(rpc_call(rpc, "eth_blockNumber"), 16)
-    out = reorg(rpc, head - int(b["block"]) + 1)  # drop the block with the settlement
-    assert out["depth"] >= 1
+    reorg_from(m.chain(B).rpc_url, int(b["block"]))  # drop the block with the settlement
     wait_for(lambda: client.order(rec["orderId"])["state"] == "finalized", 90, "finalized after the reorg", interval=0.25)
     after = json.loads(r.get(f"stl:{B}:batch:{b['number']}"))
     assert after["state"] == "final"
