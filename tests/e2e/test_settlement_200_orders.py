@@ -164,7 +164,7 @@ def test_200_orders_across_three_chains_all_finalize_and_reconcile(vault_devnet:
         return out
 
     try:
-        wait_for(lambda: states().get("finalized", 0) == len(ids), 420, "every order finalized", interval=2.0)
+        wait_for(lambda: states().get("finalized", 0) == len(ids), 420, "every order finalized", interval=1.0)
     except AssertionError:
         print("states:", states())
         print(celery_procs.log("settle")[-6000:])

@@ -182,7 +182,7 @@ def _all_finalized_and_reconciled(client: CrossbookClient, orders: list[Any], r:
         assert not set(states) & {"failed", "refunded"}, states
         return all(s == "finalized" for s in states)
 
-    wait_for(done, 900, "every order finalized", interval=2.0)
+    wait_for(done, 900, "every order finalized", interval=0.5)
     # Also the POOL leg netting the orders' pool trades on A, cut after their pulls
     # settled: every log leg applied, nothing left to net, a fresh clean reconciliation.
     wait_reconciled(r, [A, B], timeout=120)
