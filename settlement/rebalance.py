@@ -313,6 +313,7 @@ class PoolNetting:
 
 
 _manifests: dict[str, tuple[float, Any]] = {}
+_web3s: dict[str, Any] = {}  # per RPC URL: a tick reuses the provider and its HTTP session
 
 
 def netting_hook(r: Any, chain_id: int, asset_index: dict[str, int]) -> PoolNetting:
@@ -332,7 +333,9 @@ def netting_hook(r: Any, chain_id: int, asset_index: dict[str, int]) -> PoolNett
         hit = (mtime, Manifest.load(path))
         _manifests[str(path)] = hit
     chain = hit[1].chain(chain_id)
-    w3 = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
+    w3 = _web3s.get(chain.rpc_url)
+    if w3 is None:
+        w3 = _web3s[chain.rpc_url] = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
     selector = Web3.keccak(text="getReserves()")[:4]
 
     def reserves(pool: str) -> tuple[int, int]:
