@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,13 @@ __all__ = ["context", "prove", "reconcile", "redis_client", "submit", "tick"]
 log = logging.getLogger("crossbook.tasks")
 
 # A proof nobody heartbeats for this long after its cut is queued again (worker died).
+# A batch still waiting in the queue behind other proofs is queued again too; the copy
+# finds the batch claimed or proven and returns at once.
 PROVE_STALL_SECONDS = 4.0
 HEARTBEAT_TTL = 3
+# The prover's claim on a batch: refreshed, and released, only by the claim's owner.
+_REFRESH_CLAIM = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return false"
+_RELEASE_CLAIM = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RPC_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, SubmitError)
 
 
@@ -197,13 +203,22 @@ def prove(chain_id: int, number: int) -> str:
     doc = load_batch(r, chain_id, number)
     if doc is None or doc["state"] != BatchState.CUT:
         return "done already"
+    # Claim the batch: a second task for it (the tick queues one again when the first
+    # waits in the queue longer than PROVE_STALL_SECONDS) must not prove it a second time
+    # while this one does. The claim's short TTL, refreshed while alive, lets a killed
+    # prover's claim lapse in seconds.
+    key, token = Keys.proving(chain_id, number), f"{os.getpid()}:{uuid.uuid4().hex}"
+    if not r.set(key, token, nx=True, ex=HEARTBEAT_TTL):
+        return "being proven by another worker"
+    doc = load_batch(r, chain_id, number)
+    if doc is None or doc["state"] != BatchState.CUT:  # proven and released since our first read
+        r.eval(_RELEASE_CLAIM, 1, key, token)
+        return "done already"
     stop = threading.Event()
 
     def beat() -> None:
-        # A short TTL refreshed while alive: a killed prover's claim lapses in seconds.
-        while not stop.is_set():
-            r.set(Keys.proving(chain_id, number), str(os.getpid()), ex=HEARTBEAT_TTL)
-            stop.wait(1.0)
+        while not stop.wait(1.0):
+            r.eval(_REFRESH_CLAIM, 1, key, token, HEARTBEAT_TTL)
 
     hb = threading.Thread(target=beat, daemon=True)
     hb.start()
@@ -213,7 +228,7 @@ def prove(chain_id: int, number: int) -> str:
     finally:
         stop.set()
         hb.join()
-        r.delete(Keys.proving(chain_id, number))
+        r.eval(_RELEASE_CLAIM, 1, key, token)
     _idem(f"prove:{chain_id}:{number}")
     log.info("chain %d batch %d proved at capacity %d in %.2fs", chain_id, number, result.capacity, result.seconds)
     if stored["state"] == BatchState.PROVED:

@@ -267,7 +267,7 @@ def _request_reconcile(r: redis.Redis, chains: list[int]) -> None:
     from settlement.celery_app import RECONCILE_SECONDS
 
     kw = r.connection_pool.connection_kwargs
-    with Celery(broker=f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}") as app:
+    with Celery(broker=f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}", set_as_current=False) as app:
         for c in chains:
             app.send_task("settlement.reconcile", args=(c,), queue="settle", expires=RECONCILE_SECONDS)
 
