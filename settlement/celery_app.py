@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_init
 
 __all__ = [
     "RECONCILE_SECONDS",
@@ -67,7 +68,15 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
     return out
 
 
-app = Celery("crossbook", broker=_redis_url(), backend=_redis_url(), include=["settlement.tasks"])
+# No `include`: beat, which only sends tasks by name, would import the task modules
+# (web3, eth-account, the prover) for nothing, ~2.5 s of CPU at every start. A worker
+# imports them as it initialises (`celeryd_init`, before it consumes anything).
+app = Celery("crossbook", broker=_redis_url(), backend=_redis_url())
+
+
+@celeryd_init.connect
+def _import_tasks(**_: Any) -> None:
+    import settlement.tasks  # noqa: F401  (registers the tasks and the worker's signal handlers)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",
