@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from app.manifest import ChainInfo, Manifest
-from scripts.devnet.accounts import named_accounts
 from scripts.devnet.anvil import AnvilError, AnvilNode, rpc_call
 from scripts.devnet.config import DevnetConfig
-from scripts.devnet.deploy import deploy_chain
-from scripts.devnet.deploy_settlement import deploy_settlement
 from scripts.devnet.ports import free_port, port_in_use
 from scripts.devnet.producer import BlockProducer, ChainClock, read_control, write_control
 from settlement.tier import usd6
@@ -144,6 +141,12 @@ class Devnet:
                 n.spawn(preexec_fn=tie)
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
                 list(pool.map(lambda n: n.wait_ready(), self.nodes.values()))
+            # Imported here: web3 and eth-account cost ~1.5 s of CPU to import, which
+            # `crossbook devnet halt|resume|slow|reorg|status` need not pay.
+            from scripts.devnet.accounts import named_accounts
+            from scripts.devnet.deploy import deploy_chain
+            from scripts.devnet.deploy_settlement import deploy_settlement
+
             accounts = named_accounts(self.cfg.makers, self.cfg.traders)
 
             def deploy(spec: Any) -> ChainInfo:
