@@ -67,13 +67,21 @@ class DevnetState:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running (a zombie is not: it has exited and holds no port; a detached devnet's
+    processes are reaped by init, which here can take ~2 s each)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _kill_group(pid: int, timeout: float = 5.0) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.devnet.devnet import _pid_alive
 from scripts.devnet.ports import port_in_use
 
 pytestmark = pytest.mark.integration
@@ -55,11 +56,8 @@ def _pids(tmp: Path) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    # Exited but not yet reaped by init (a zombie) counts as gone, as for `devnet down`.
+    return _pid_alive(pid)
 
 
 def test_devnet_up_status_halt_resume_down(tmp_path: Path) -> None:
