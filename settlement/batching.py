@@ -48,6 +48,7 @@ __all__ = [
     "Keys",
     "chain_status",
     "cut_batch",
+    "delete_if",
     "group_of",
     "leg_from_json",
     "load_batch",
@@ -219,6 +220,15 @@ def oldest_pending_at(r: Any, chain: int, cursor: int) -> float | None:
 def load_batch(r: Any, chain: int, n: int) -> dict[str, Any] | None:
     raw = r.get(Keys.batch(chain, n))
     return json.loads(raw) if raw else None
+
+
+_DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def delete_if(r: Any, key: str, value: str) -> bool:
+    """Delete `key` only while it holds `value` (a lock or claim released by its owner
+    alone, never one taken over by someone else since)."""
+    return bool(r.eval(_DELETE_IF, 1, key, value))
 
 
 def save_batch(r: Any, doc: dict[str, Any]) -> None:

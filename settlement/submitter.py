@@ -41,7 +41,7 @@ from redis.exceptions import WatchError
 from web3 import Web3
 
 from settlement import lifecycle
-from settlement.batching import BatchState, Keys, group_of, load_batch
+from settlement.batching import BatchState, Keys, delete_if, group_of, load_batch
 from settlement.prover_service import batch_of
 from settlement.vault import (
     Order,
@@ -314,7 +314,7 @@ def submit_batch(r: Any, ctx: ChainContext, number: int) -> dict[str, Any] | Non
     try:
         return _sign_and_send(r, ctx, number, docs)
     finally:
-        r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, flag, str(number))
+        delete_if(r, flag, str(number))
 
 
 def _sign_and_send(r: Any, ctx: ChainContext, number: int, docs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -463,8 +463,7 @@ def backing_off(r: Any, chain: int) -> bool:
 
 def _release_lock(r: Any, chain: int, number: int | str) -> None:
     # Only the lock this batch holds; a later batch's lock stays.
-    lua = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-    r.eval(lua, 1, Keys.lock(chain), str(number))
+    delete_if(r, Keys.lock(chain), str(number))
 
 
 def follow_open(r: Any, ctx: ChainContext) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from app.manifest import Manifest
 from app.settings import get_settings
 from settlement import lifecycle, prover_service, rebalance
 from settlement import reconcile as reconcile_service
-from settlement.batching import BatchState, Keys, cut_batch, group_of, load_batch
+from settlement.batching import BatchState, Keys, cut_batch, delete_if, group_of, load_batch
 from settlement.submitter import (
     CONFIRM_LOCK,
     ChainContext,
@@ -57,9 +57,8 @@ log = logging.getLogger("crossbook.tasks")
 # finds the batch claimed or proven and returns at once.
 PROVE_STALL_SECONDS = 4.0
 HEARTBEAT_TTL = 3
-# The prover's claim on a batch: refreshed, and released, only by the claim's owner.
+# The prover's claim on a batch is refreshed, like it is released, only by its owner.
 _REFRESH_CLAIM = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return false"
-_RELEASE_CLAIM = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RPC_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, SubmitError)
 
 
@@ -166,7 +165,7 @@ def _tick(r: Any, chain_id: int) -> str:
         if set(states) == {BatchState.PROVED} and r.set(f"stl:{chain_id}:resubmit:{n}", "1", nx=True, ex=5):
             submit.apply_async((chain_id, n), queue="settle")
         elif set(states) <= {BatchState.REVERTED, BatchState.FINAL, "missing"}:
-            r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, Keys.lock(chain_id), str(n))
+            delete_if(r, Keys.lock(chain_id), str(n))
         return f"in flight {n}:{'/'.join(states)}"
     settings = get_settings()
     policy = prover_service.measured_policy(r, policy_for(
@@ -200,19 +199,16 @@ def _tick(r: Any, chain_id: int) -> str:
 @shared_task(name="settlement.prove", ignore_result=True)
 def prove(chain_id: int, number: int) -> str:
     r = redis_client()
-    doc = load_batch(r, chain_id, number)
-    if doc is None or doc["state"] != BatchState.CUT:
-        return "done already"
-    # Claim the batch: a second task for it (the tick queues one again when the first
-    # waits in the queue longer than PROVE_STALL_SECONDS) must not prove it a second time
-    # while this one does. The claim's short TTL, refreshed while alive, lets a killed
-    # prover's claim lapse in seconds.
+    # Claim the batch first: a second task for it (the tick queues one again when the
+    # first waits in the queue longer than PROVE_STALL_SECONDS) must not prove it a second
+    # time while this one does. The claim's short TTL, refreshed while alive, lets a
+    # killed prover's claim lapse in seconds.
     key, token = Keys.proving(chain_id, number), f"{os.getpid()}:{uuid.uuid4().hex}"
     if not r.set(key, token, nx=True, ex=HEARTBEAT_TTL):
         return "being proven by another worker"
     doc = load_batch(r, chain_id, number)
-    if doc is None or doc["state"] != BatchState.CUT:  # proven and released since our first read
-        r.eval(_RELEASE_CLAIM, 1, key, token)
+    if doc is None or doc["state"] != BatchState.CUT:
+        delete_if(r, key, token)
         return "done already"
     stop = threading.Event()
 
@@ -228,7 +224,7 @@ def prove(chain_id: int, number: int) -> str:
     finally:
         stop.set()
         hb.join()
-        r.eval(_RELEASE_CLAIM, 1, key, token)
+        delete_if(r, key, token)
     _idem(f"prove:{chain_id}:{number}")
     log.info("chain %d batch %d proved at capacity %d in %.2fs", chain_id, number, result.capacity, result.seconds)
     if stored["state"] == BatchState.PROVED:
