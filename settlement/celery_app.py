@@ -73,25 +73,6 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
 # (web3, eth-account, the prover) for nothing, ~2.5 s of CPU at every start. A worker
 # imports them as it initialises (`celeryd_init`, before it consumes anything).
 app = Celery("crossbook", broker=_redis_url(), backend=_redis_url())
-
-# Beat's shortest sleep between two looks at its schedule.
-BEAT_MIN_SLEEP = 0.02
-
-
-class Scheduler(PersistentScheduler):
-    """Celery's scheduler keeps its heap in whole seconds (`_when` goes through
-    `utctimetuple`), so with entries under a second apart `tick()` returns zero or less
-    for most of each second and beat loops without sleeping: ~115 looks a second, 6 % of
-    a core, to send 8 ticks a second. Sleeping at least BEAT_MIN_SLEEP between looks
-    sends each tick up to 20 ms late (a tick is an idempotent poll every 0.25-0.5 s)."""
-
-    def tick(self, *args: Any, **kwargs: Any) -> float:
-        return max(float(super().tick(*args, **kwargs)), BEAT_MIN_SLEEP)
-
-
-@celeryd_init.connect
-def _import_tasks(**_: Any) -> None:
-    import settlement.tasks  # noqa: F401  (registers the tasks and the worker's signal handlers)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",
@@ -109,6 +90,26 @@ app.conf.update(
     beat_scheduler="settlement.celery_app:Scheduler",
     timezone="UTC",
 )
+
+
+@celeryd_init.connect
+def _import_tasks(**_: Any) -> None:
+    import settlement.tasks  # noqa: F401  (registers the tasks and the worker's signal handlers)
+
+
+# Beat's shortest sleep between two looks at its schedule.
+BEAT_MIN_SLEEP = 0.02
+
+
+class Scheduler(PersistentScheduler):
+    """Celery's scheduler keeps its heap in whole seconds (`_when` goes through
+    `utctimetuple`), so with entries under a second apart `tick()` returns zero or less
+    for most of each second and beat loops without sleeping: ~115 looks a second, 6 % of
+    a core, to send 8 ticks a second. Sleeping at least BEAT_MIN_SLEEP between looks
+    sends each tick up to 20 ms late (a tick is an idempotent poll every 0.25-0.5 s)."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        return max(float(super().tick(*args, **kwargs)), BEAT_MIN_SLEEP)
 
 
 def run_worker(queues: str = "settle,prove", concurrency: int = 1, loglevel: str = "INFO") -> None:
