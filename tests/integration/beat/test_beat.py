@@ -5,6 +5,7 @@ at the chain's rate."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -53,6 +54,4 @@ def test_beat_sends_every_chain_its_ticks(devnet: Any, redis_url: str, tmp_path:
 
 
 def _args(msg: dict[str, Any]) -> str:
-    import base64
-
     return base64.b64decode(msg["body"]).decode()

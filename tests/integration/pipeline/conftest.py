@@ -234,13 +234,17 @@ def wait_reconciled(r: redis.Redis, chains: list[int], timeout: float = 90) -> d
     """Wait for a fresh, clean reconciliation of each chain with every log leg applied and
     no pool flow left to net: the vault holds, per token and to the wei, its baseline plus
     pulls minus payouts plus its maker and pool legs."""
+    from celery import Celery
+
     since = time.time()
     reps: dict[int, dict[str, Any]] = {}
     asked = [0.0]
+    kw = r.connection_pool.connection_kwargs
+    broker = Celery(broker=f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}", set_as_current=False)
 
     def clean() -> bool:
         if time.monotonic() - asked[0] >= 2.0:
-            _request_reconcile(r, chains)
+            _request_reconcile(broker, chains)
             asked[0] = time.monotonic()
         for c in chains:
             rep = json.loads(r.get(f"stl:{c}:recon") or "{}")
@@ -254,22 +258,19 @@ def wait_reconciled(r: redis.Redis, chains: list[int], timeout: float = 90) -> d
             reps[c] = rep
         return True
 
-    wait_for(clean, timeout, f"a clean reconciliation of chains {chains}", interval=1.0)
+    with broker:
+        wait_for(clean, timeout, f"a clean reconciliation of chains {chains}", interval=1.0)
     return reps
 
 
-def _request_reconcile(r: redis.Redis, chains: list[int]) -> None:
+def _request_reconcile(broker: Any, chains: list[int]) -> None:
     """Queue the `settlement.reconcile` task the settle worker runs for beat every
     RECONCILE_SECONDS, so a test waits for the next reconciliation by seconds, not by up
     to ten. The worker runs it as it runs beat's."""
-    from celery import Celery
-
     from settlement.celery_app import RECONCILE_SECONDS
 
-    kw = r.connection_pool.connection_kwargs
-    with Celery(broker=f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}", set_as_current=False) as app:
-        for c in chains:
-            app.send_task("settlement.reconcile", args=(c,), queue="settle", expires=RECONCILE_SECONDS)
+    for c in chains:
+        broker.send_task("settlement.reconcile", args=(c,), queue="settle", expires=RECONCILE_SECONDS)
 
 
 def impersonated_transfer(rpc_url: str, token: str, sender: str, to: str, amount: int) -> None:
