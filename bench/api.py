@@ -22,9 +22,11 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any
 import redis
 
 from app.settings import Settings
+from bench.machine import CpuTimes, fsync_probe, tree_cpu_seconds
 from scripts.devnet.ports import free_port
 from scripts.stack import Stack
 
@@ -57,15 +60,41 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _measured(pid: int, fn: Any) -> dict[str, Any]:
+def _roots(stack: Stack) -> dict[str, int]:
+    """The stack's processes by name: each service, Redis, and every Anvil as `anvil`."""
+    roots = {s.name: s.proc.pid for s in stack.services if s.proc is not None}
+    if stack.redis is not None and stack.redis.proc is not None:
+        roots["redis"] = stack.redis.proc.pid
+    if stack.devnet is not None:
+        for cid, node in stack.devnet.nodes.items():
+            if node.proc is not None:
+                roots[f"anvil-{cid}"] = node.proc.pid
+    return roots
+
+
+def _measured(pid: int, fn: Any, roots: dict[str, int] | None = None) -> dict[str, Any]:
     """Run a load and add the API's CPU per request: its CPU time over the load's whole
     run divided by every request the load sent (`sent`: warm-up included, and for the
-    swap load its quotes too, as the CPU counts them all)."""
-    c0 = _cpu_seconds(pid)
+    swap load its quotes too, as the CPU counts them all). Add what the machine did
+    meanwhile (`machine`): its CPU by kind, steal included, and each process's share of
+    one core (`roots`: name -> pid, each with its descendants), the load generator's too."""
+    roots = roots or {}
+    c0, m0, p0 = _cpu_seconds(pid), CpuTimes(), tree_cpu_seconds(roots)
+    g0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     doc = fn()
     used = _cpu_seconds(pid) - c0
+    wall = time.monotonic() - t0
+    g1, p1 = resource.getrusage(resource.RUSAGE_CHILDREN), tree_cpu_seconds(roots)
     sent = doc.get("sent") or 0
     doc["serverCpuMsPerRequest"] = round(used * 1000 / sent, 3) if sent else None
+    per = {name: p1[name] - p0[name] for name in roots}
+    anvil = sum(v for k, v in per.items() if k.startswith("anvil-"))
+    per = {k: v for k, v in per.items() if not k.startswith("anvil-")} | {"anvil": anvil}
+    per["loadGenerator"] = (g1.ru_utime + g1.ru_stime) - (g0.ru_utime + g0.ru_stime)
+    doc["machine"] = {
+        "cpuPercent": CpuTimes().shares_since(m0),
+        "processPercentOfOneCore": {k: round(v * 100 / wall, 1) for k, v in sorted(per.items(), key=lambda kv: -kv[1])},
+    }
     return doc
 
 
@@ -193,17 +222,21 @@ def main() -> None:
             c = str(args.concurrency)
             assert api.proc is not None
             pid = api.proc.pid
+            roots = _roots(stack)
+            disk = fsync_probe(stack.redis.data_dir) if stack.redis is not None else None
             compiled = bool(json.loads(urllib.request.urlopen(api.url + "/healthz", timeout=10).read())["routerCompiled"])
-            baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)))
-            quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)))
+            baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)), roots)
+            quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)), roots)
             at_rate = _measured(
                 pid,
                 lambda: _load("quote-rate", api.url, manifest_path, "--rate", str(args.quote_rate), "--concurrency", c, "--seconds", str(args.quote_seconds)),
+                roots,
             )
             before = _metrics(api.url)
             swaps = _measured(
                 pid,
                 lambda: _load("swap", api.url, manifest_path, "--rate", str(args.swap_rate), "--seconds", str(args.swap_seconds), "--concurrency", "64"),
+                roots,
             )
             after = _metrics(api.url)
             receipts = swaps.pop("receipts")
@@ -216,6 +249,7 @@ def main() -> None:
         json.dumps(
             {
                 "routerCompiled": compiled,
+                "redisDiskFdatasync": disk,
                 "quote": {**quotes, "goal": {"throughputPerSecond": 1000}},
                 "quoteAtRate": {**at_rate, "goal": {"achievedRate": 1000, "p99Ms": 25}},
                 "baselineHealthz": baseline,

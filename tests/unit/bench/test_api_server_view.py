@@ -56,3 +56,17 @@ def test_cpu_per_request_divides_by_every_request_sent() -> None:
 
 def test_cpu_per_request_without_requests_is_unknown() -> None:
     assert _measured(os.getpid(), lambda: {"requests": 0, "sent": 0})["serverCpuMsPerRequest"] is None
+
+
+def test_the_machine_beside_each_load() -> None:
+    def load() -> dict[str, int]:
+        t = time.process_time() + 0.1
+        while time.process_time() < t:
+            pass
+        return {"requests": 1, "sent": 1}
+
+    doc = _measured(os.getpid(), load, {"bench": os.getpid()})
+    machine = doc["machine"]
+    assert abs(sum(machine["cpuPercent"].values()) - 100) < 1
+    assert set(machine["processPercentOfOneCore"]) == {"bench", "anvil", "loadGenerator"}
+    assert machine["processPercentOfOneCore"]["bench"] > 0

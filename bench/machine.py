@@ -1,0 +1,93 @@
+"""What the machine itself did during a benchmark: where its CPU went (including what the
+hypervisor took: `steal`), how long the disk takes to fsync, and each service's CPU.
+
+The machines here are noisy: on one day the same code and load gave a swap p99 of 16 ms,
+on another 250 ms. These figures, taken in the same run, say whether a slow run was the
+code or the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["CpuTimes", "fsync_probe", "tree_cpu_seconds"]
+
+_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class CpuTimes:
+    """The whole machine's CPU time by kind (the first line of /proc/stat)."""
+
+    def __init__(self) -> None:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        self.ticks = {name: int(v) for name, v in zip(_FIELDS, first[1:], strict=False)}
+
+    def shares_since(self, earlier: CpuTimes) -> dict[str, float]:
+        """Percent of all cores' time spent in each kind since `earlier` (`nice` is the
+        niced services' user time: the prover, the settle worker, beat, the maker)."""
+        d = {k: self.ticks.get(k, 0) - earlier.ticks.get(k, 0) for k in _FIELDS}
+        total = sum(d.values())
+        return {k: round(v * 100 / total, 1) if total else 0.0 for k, v in d.items()}
+
+
+def fsync_probe(directory: Path, n: int = 100, size: int = 256) -> dict[str, float]:
+    """Append `size` bytes and fdatasync, `n` times, in `directory` (the Redis data
+    directory: the disk every confirmation's AOF write waits for). Milliseconds."""
+    path = directory / ".fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * size)
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    times.sort()
+    return {
+        "p50Ms": round(times[len(times) // 2] * 1000, 3),
+        "p99Ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 3),
+        "maxMs": round(times[-1] * 1000, 3),
+    }
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _own_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) of each named process and its live descendants (a
+    Celery worker's pool processes count as the worker)."""
+    kids = _children()
+    out: dict[str, float] = {}
+    for name, root in roots.items():
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += _own_cpu(pid)
+            todo.extend(kids.get(pid, []))
+        out[name] = total
+    return out

@@ -1,0 +1,56 @@
+"""The benchmark's view of the machine: CPU shares by kind, the disk's fsync time, and a
+process tree's CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.machine import CpuTimes, fsync_probe, tree_cpu_seconds
+
+
+def test_cpu_shares_add_up_to_the_whole_machine() -> None:
+    before = CpuTimes()
+    assert set(before.shares_since(before).values()) == {0.0}  # an empty interval
+    t = time.process_time() + 0.2
+    while time.process_time() < t:  # some CPU of our own, so the interval is not empty
+        pass
+    after = CpuTimes()
+    shares = after.shares_since(before)
+    assert set(shares) == {"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+    assert abs(sum(shares.values()) - 100) < 1
+    assert shares["user"] + shares["system"] + shares["nice"] > 0
+
+
+def test_fsync_probe_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = fsync_probe(tmp_path, n=20)
+    assert 0 < result["p50Ms"] <= result["p99Ms"] <= result["maxMs"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_workers_children_count_as_the_worker() -> None:
+    # A parent that sleeps while its child burns ~0.5 s of CPU: the tree's CPU is the
+    # child's, the parent's own almost nothing.
+    code = (
+        "import subprocess, sys; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time\\nt = time.process_time() + 0.5\\nwhile time.process_time() < t: pass\\ntime.sleep(30)']); "
+        "c.wait()"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            tree = tree_cpu_seconds({"worker": parent.pid})["worker"]
+            if tree >= 0.5:
+                break
+            time.sleep(0.1)
+        assert tree >= 0.5
+        own = Path(f"/proc/{parent.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert (int(own[11]) + int(own[12])) / os.sysconf("SC_CLK_TCK") < 0.45
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
+        parent.wait()
