@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from app.settings import Settings
-from bench.machine import CpuTimes, fsync_probe, tree_cpu_seconds
+from bench.machine import CpuTimes, busy, fsync_probe, tree_cpu_seconds
 from scripts.devnet.ports import free_port
 from scripts.stack import Stack
 
@@ -207,6 +207,9 @@ def main() -> None:
     ap.add_argument("--swap-rate", type=float, default=200)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--quote-rate", type=float, default=1000, help="open-loop quote rate for the latency goal")
+    ap.add_argument(
+        "--busy", type=int, default=0, help="busy loops in sessions of their own during the loads (the goals' margin)"
+    )
     args = ap.parse_args()
     if args.quick:
         args.quote_seconds, args.swap_seconds = 4, 5
@@ -225,20 +228,21 @@ def main() -> None:
             roots = _roots(stack)
             disk = fsync_probe(stack.redis.data_dir) if stack.redis is not None else None
             compiled = bool(json.loads(urllib.request.urlopen(api.url + "/healthz", timeout=10).read())["routerCompiled"])
-            baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)), roots)
-            quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)), roots)
-            at_rate = _measured(
-                pid,
-                lambda: _load("quote-rate", api.url, manifest_path, "--rate", str(args.quote_rate), "--concurrency", c, "--seconds", str(args.quote_seconds)),
-                roots,
-            )
-            before = _metrics(api.url)
-            swaps = _measured(
-                pid,
-                lambda: _load("swap", api.url, manifest_path, "--rate", str(args.swap_rate), "--seconds", str(args.swap_seconds), "--concurrency", "64"),
-                roots,
-            )
-            after = _metrics(api.url)
+            with busy(args.busy):  # nothing by default
+                baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)), roots)
+                quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)), roots)
+                at_rate = _measured(
+                    pid,
+                    lambda: _load("quote-rate", api.url, manifest_path, "--rate", str(args.quote_rate), "--concurrency", c, "--seconds", str(args.quote_seconds)),
+                    roots,
+                )
+                before = _metrics(api.url)
+                swaps = _measured(
+                    pid,
+                    lambda: _load("swap", api.url, manifest_path, "--rate", str(args.swap_rate), "--seconds", str(args.swap_seconds), "--concurrency", "64"),
+                    roots,
+                )
+                after = _metrics(api.url)
             receipts = swaps.pop("receipts")
             swaps["pricing"] = _swap_pricing(after)
             swaps["server"] = _server_view(before, after)
@@ -250,6 +254,7 @@ def main() -> None:
             {
                 "routerCompiled": compiled,
                 "redisDiskFdatasync": disk,
+                "busyLoops": args.busy,
                 "quote": {**quotes, "goal": {"throughputPerSecond": 1000}},
                 "quoteAtRate": {**at_rate, "goal": {"achievedRate": 1000, "p99Ms": 25}},
                 "baselineHealthz": baseline,

@@ -9,11 +9,15 @@ code or the machine.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CpuTimes", "fsync_probe", "tree_cpu_seconds"]
+__all__ = ["CpuTimes", "busy", "fsync_probe", "tree_cpu_seconds"]
 
 _FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -91,3 +95,21 @@ def tree_cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
             todo.extend(kids.get(pid, []))
         out[name] = total
     return out
+
+
+@contextmanager
+def busy(processes: int) -> Iterator[list[int]]:
+    """`processes` busy loops, each in a session of its own (as another tenant's work
+    would be: Linux's autogroup scheduling gives each session an equal share of the CPU
+    before nice values count), for as long as the block runs. A fast machine then shows
+    how much of it the goals need: one busy loop takes up to a core of two."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(processes)
+    ]
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

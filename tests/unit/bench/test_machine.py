@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.machine import CpuTimes, fsync_probe, tree_cpu_seconds
+from bench.machine import CpuTimes, busy, fsync_probe, tree_cpu_seconds
 
 
 def test_cpu_shares_add_up_to_the_whole_machine() -> None:
@@ -54,3 +54,14 @@ def test_a_workers_children_count_as_the_worker() -> None:
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
         parent.kill()
         parent.wait()
+
+
+def test_busy_loops_run_in_sessions_of_their_own_and_end_with_the_block() -> None:
+    with busy(2) as pids:
+        assert len(pids) == 2
+        time.sleep(0.5)
+        for pid in pids:
+            assert os.getsid(pid) == pid  # its own session: its own autogroup
+            assert tree_cpu_seconds({"loop": pid})["loop"] > 0.1
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
