@@ -228,7 +228,8 @@ def main() -> None:
             roots = _roots(stack)
             disk = fsync_probe(stack.redis.data_dir) if stack.redis is not None else None
             compiled = bool(json.loads(urllib.request.urlopen(api.url + "/healthz", timeout=10).read())["routerCompiled"])
-            with busy(args.busy):  # nothing by default
+            with busy(args.busy) as loops:  # none by default
+                roots |= {f"busy-{i}": loop for i, loop in enumerate(loops)}
                 baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)), roots)
                 quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)), roots)
                 at_rate = _measured(
