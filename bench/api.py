@@ -91,9 +91,13 @@ def _measured(pid: int, fn: Any, roots: dict[str, int] | None = None) -> dict[st
     anvil = sum(v for k, v in per.items() if k.startswith("anvil-"))
     per = {k: v for k, v in per.items() if not k.startswith("anvil-")} | {"anvil": anvil}
     per["loadGenerator"] = (g1.ru_utime + g1.ru_stime) - (g0.ru_utime + g0.ru_stime)
+    shares = CpuTimes().shares_since(m0)
+    busy_cores = (100 - shares["idle"] - shares["iowait"] - shares["steal"]) / 100 * (os.cpu_count() or 1)
     doc["machine"] = {
-        "cpuPercent": CpuTimes().shares_since(m0),
+        "cpuPercent": shares,
         "processPercentOfOneCore": {k: round(v * 100 / wall, 1) for k, v in sorted(per.items(), key=lambda kv: -kv[1])},
+        # Busy CPU no process above accounts for: anything else running on the machine.
+        "otherPercentOfOneCore": round(max(0.0, busy_cores - sum(per.values()) / wall) * 100, 1),
     }
     return doc
 

@@ -70,3 +70,4 @@ def test_the_machine_beside_each_load() -> None:
     assert abs(sum(machine["cpuPercent"].values()) - 100) < 1
     assert set(machine["processPercentOfOneCore"]) == {"bench", "anvil", "loadGenerator"}
     assert machine["processPercentOfOneCore"]["bench"] > 0
+    assert machine["otherPercentOfOneCore"] >= 0
