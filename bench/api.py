@@ -19,6 +19,7 @@ The stack is the real one: a 3-chain devnet, an embedded Redis (AOF, fsync alway
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from typing import Any
 import redis
 
 from app.settings import Settings
-from bench.machine import CpuTimes, busy, fsync_probe, tree_cpu_seconds
+from bench.machine import CpuTimes, busy, disk_watch, fsync_probe, tree_cpu_seconds
 from scripts.devnet.ports import free_port
 from scripts.stack import Stack
 
@@ -72,16 +73,18 @@ def _roots(stack: Stack) -> dict[str, int]:
     return roots
 
 
-def _measured(pid: int, fn: Any, roots: dict[str, int] | None = None) -> dict[str, Any]:
+def _measured(pid: int, fn: Any, roots: dict[str, int] | None = None, disk: Path | None = None) -> dict[str, Any]:
     """Run a load and add the API's CPU per request: its CPU time over the load's whole
     run divided by every request the load sent (`sent`: warm-up included, and for the
     swap load its quotes too, as the CPU counts them all). Add what the machine did
     meanwhile (`machine`): its CPU by kind, steal included, and each process's share of
-    one core (`roots`: name -> pid, each with its descendants), the load generator's too."""
+    one core (`roots`: name -> pid, each with its descendants), the load generator's too,
+    and how long an fdatasync took meanwhile on the disk of directory `disk`."""
     roots = roots or {}
     c0, m0, p0 = _cpu_seconds(pid), CpuTimes(), tree_cpu_seconds(roots)
     g0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    doc = fn()
+    with disk_watch(disk) if disk is not None else contextlib.nullcontext({}) as syncs:
+        doc = fn()
     used = _cpu_seconds(pid) - c0
     wall = time.monotonic() - t0
     g1, p1 = resource.getrusage(resource.RUSAGE_CHILDREN), tree_cpu_seconds(roots)
@@ -99,6 +102,8 @@ def _measured(pid: int, fn: Any, roots: dict[str, int] | None = None) -> dict[st
         # Busy CPU no process above accounts for: anything else running on the machine.
         "otherPercentOfOneCore": round(max(0.0, busy_cores - sum(per.values()) / wall) * 100, 1),
     }
+    if disk is not None:
+        doc["machine"]["diskFdatasync"] = syncs
     return doc
 
 
@@ -230,22 +235,25 @@ def main() -> None:
             assert api.proc is not None
             pid = api.proc.pid
             roots = _roots(stack)
-            disk = fsync_probe(stack.redis.data_dir) if stack.redis is not None else None
+            data_dir = stack.redis.data_dir if stack.redis is not None else None
+            disk = fsync_probe(data_dir) if data_dir is not None else None
             compiled = bool(json.loads(urllib.request.urlopen(api.url + "/healthz", timeout=10).read())["routerCompiled"])
             with busy(args.busy) as loops:  # none by default
                 roots |= {f"busy-{i}": loop for i, loop in enumerate(loops)}
-                baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)), roots)
-                quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)), roots)
+                baseline = _measured(pid, lambda: _load("healthz", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds / 2)), roots, data_dir)
+                quotes = _measured(pid, lambda: _load("quote", api.url, manifest_path, "--concurrency", c, "--seconds", str(args.quote_seconds)), roots, data_dir)
                 at_rate = _measured(
                     pid,
                     lambda: _load("quote-rate", api.url, manifest_path, "--rate", str(args.quote_rate), "--concurrency", c, "--seconds", str(args.quote_seconds)),
                     roots,
+                    data_dir,
                 )
                 before = _metrics(api.url)
                 swaps = _measured(
                     pid,
                     lambda: _load("swap", api.url, manifest_path, "--rate", str(args.swap_rate), "--seconds", str(args.swap_seconds), "--concurrency", "64"),
                     roots,
+                    data_dir,
                 )
                 after = _metrics(api.url)
             receipts = swaps.pop("receipts")

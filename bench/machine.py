@@ -12,12 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CpuTimes", "busy", "fsync_probe", "tree_cpu_seconds"]
+__all__ = ["CpuTimes", "busy", "disk_watch", "fsync_probe", "tree_cpu_seconds"]
 
 _FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -38,27 +39,64 @@ class CpuTimes:
         return {k: round(v * 100 / total, 1) if total else 0.0 for k, v in d.items()}
 
 
+def _sync_once(fd: int, size: int) -> float:
+    os.write(fd, b"x" * size)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    return time.perf_counter() - t
+
+
+def _summary(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    if not times:
+        return {"count": 0}
+    return {
+        "count": len(times),
+        "p50Ms": round(times[len(times) // 2] * 1000, 3),
+        "p99Ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 3),
+        "maxMs": round(times[-1] * 1000, 3),
+    }
+
+
 def fsync_probe(directory: Path, n: int = 100, size: int = 256) -> dict[str, float]:
     """Append `size` bytes and fdatasync, `n` times, in `directory` (the Redis data
     directory: the disk every confirmation's AOF write waits for). Milliseconds."""
     path = directory / ".fsync-probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    times = []
     try:
-        for _ in range(n):
-            os.write(fd, b"x" * size)
-            t = time.perf_counter()
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - t)
+        times = [_sync_once(fd, size) for _ in range(n)]
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
-    times.sort()
-    return {
-        "p50Ms": round(times[len(times) // 2] * 1000, 3),
-        "p99Ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 3),
-        "maxMs": round(times[-1] * 1000, 3),
-    }
+    return _summary(times)
+
+
+@contextmanager
+def disk_watch(directory: Path, interval: float = 0.05, size: int = 256) -> Iterator[dict[str, float]]:
+    """While the block runs, append and fdatasync in `directory` every `interval` s from
+    a thread; the dict it yields is filled with the p50/p99/max (ms) when the block ends.
+    A confirmation waits for Redis's fsync on this disk: a slow swap tail beside a slow
+    disk tail here is the disk's."""
+    path = directory / ".fsync-watch"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times: list[float] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            times.append(_sync_once(fd, size))
+
+    thread = threading.Thread(target=run, name="disk-watch", daemon=True)
+    thread.start()
+    result: dict[str, float] = {}
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        result.update(_summary(times))
 
 
 def _children() -> dict[int, list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from bench.api import _histogram, _measured, _swap_pricing
 
@@ -58,15 +59,16 @@ def test_cpu_per_request_without_requests_is_unknown() -> None:
     assert _measured(os.getpid(), lambda: {"requests": 0, "sent": 0})["serverCpuMsPerRequest"] is None
 
 
-def test_the_machine_beside_each_load() -> None:
+def test_the_machine_beside_each_load(tmp_path: Path) -> None:
     def load() -> dict[str, int]:
         t = time.process_time() + 0.1
         while time.process_time() < t:
             pass
         return {"requests": 1, "sent": 1}
 
-    doc = _measured(os.getpid(), load, {"bench": os.getpid()})
+    doc = _measured(os.getpid(), load, {"bench": os.getpid()}, tmp_path)
     machine = doc["machine"]
+    assert machine["diskFdatasync"]["count"] >= 1
     assert abs(sum(machine["cpuPercent"].values()) - 100) < 1
     assert set(machine["processPercentOfOneCore"]) == {"bench", "anvil", "loadGenerator"}
     assert machine["processPercentOfOneCore"]["bench"] > 0

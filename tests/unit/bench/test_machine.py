@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.machine import CpuTimes, busy, fsync_probe, tree_cpu_seconds
+from bench.machine import CpuTimes, busy, disk_watch, fsync_probe, tree_cpu_seconds
 
 
 def test_cpu_shares_add_up_to_the_whole_machine() -> None:
@@ -27,7 +27,17 @@ def test_cpu_shares_add_up_to_the_whole_machine() -> None:
 
 def test_fsync_probe_leaves_nothing_behind(tmp_path: Path) -> None:
     result = fsync_probe(tmp_path, n=20)
+    assert result["count"] == 20
     assert 0 < result["p50Ms"] <= result["p99Ms"] <= result["maxMs"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_watch_samples_while_the_block_runs(tmp_path: Path) -> None:
+    with disk_watch(tmp_path, interval=0.02) as syncs:
+        assert syncs == {}  # filled in when the block ends
+        time.sleep(0.4)
+    assert syncs["count"] >= 5
+    assert 0 < syncs["p50Ms"] <= syncs["p99Ms"] <= syncs["maxMs"]
     assert list(tmp_path.iterdir()) == []
 
 
