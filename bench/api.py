@@ -70,6 +70,8 @@ def _roots(stack: Stack) -> dict[str, int]:
         for cid, node in stack.devnet.nodes.items():
             if node.proc is not None:
                 roots[f"anvil-{cid}"] = node.proc.pid
+        if stack.devnet.producer_proc is not None:  # mines the chains with sub-second block times
+            roots["blockProducer"] = stack.devnet.producer_proc.pid
     return roots
 
 

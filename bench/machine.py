@@ -117,12 +117,14 @@ def _own_cpu(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    # Its own time and that of its children it has reaped (a prover's pool processes that
+    # ended before this read); children still alive are read on their own.
+    return sum(int(f) for f in fields[11:15]) / _TICKS
 
 
 def tree_cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) of each named process and its live descendants (a
-    Celery worker's pool processes count as the worker)."""
+    """CPU seconds (user + system) of each named process and its descendants, the live
+    ones and those it has reaped (a Celery worker's pool processes count as the worker)."""
     kids = _children()
     out: dict[str, float] = {}
     for name, root in roots.items():

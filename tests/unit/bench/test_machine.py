@@ -75,3 +75,20 @@ def test_busy_loops_run_in_sessions_of_their_own_and_end_with_the_block() -> Non
             assert tree_cpu_seconds({"loop": pid})["loop"] > 0.1
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_children_that_ended_still_count() -> None:
+    # The parent runs a child that burns ~0.3 s of CPU and waits for it (as a prover's
+    # pool ends after each proof): the child's CPU stays in the parent's tree.
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.run([sys.executable, '-c', 'import time\\nt = time.process_time() + 0.3\\nwhile time.process_time() < t: pass']); "
+        "print('done', flush=True); time.sleep(30)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == "done"
+        assert tree_cpu_seconds({"worker": parent.pid})["worker"] >= 0.3
+    finally:
+        parent.kill()
+        parent.wait()
