@@ -14,9 +14,15 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from app.domain.native import MODULES, ROOT, STAMP, source_path, sources_digest, stamp_for
+from app.domain.native import GROUP, MODULES, ROOT, STAMP, source_path, sources_digest, stamp_for
+
+SETUP = """\
+from setuptools import setup
+from mypyc.build import mypycify
+
+setup(name="crossbook-native", ext_modules=mypycify({files!r}, opt_level="3", group_name={group!r}))
+"""
 
 
 def compiler() -> str | None:
@@ -25,7 +31,6 @@ def compiler() -> str | None:
 
 
 def main() -> int:
-    mypyc = Path(sys.executable).with_name("mypyc")
     if compiler() is None:
         STAMP.unlink(missing_ok=True)
         print("no C compiler (cc, gcc or clang): the router and pool math run uncompiled (slower)", file=sys.stderr)
@@ -34,8 +39,17 @@ def main() -> int:
     STAMP.unlink(missing_ok=True)
     print(f"compiling the router and pool math with mypyc ({len(files)} modules, about a minute)", flush=True)
     t0 = time.monotonic()
-    # mypyc builds under ./build and copies the extensions next to the sources.
-    proc = subprocess.run([str(mypyc), *files], cwd=ROOT, capture_output=True, text=True)
+    # What the `mypyc` command does (a setup script under ./build, `build_ext --inplace`:
+    # the extensions land next to the sources), with the shared library named in the
+    # package (`GROUP`) instead of at the top level.
+    build = ROOT / "build"
+    build.mkdir(exist_ok=True)
+    (build / "setup_native.py").write_text(SETUP.format(files=files, group=GROUP))
+    for stale in ROOT.glob("*__mypyc.*"):  # an earlier build's top-level library
+        stale.unlink()
+    proc = subprocess.run(
+        [sys.executable, str(build / "setup_native.py"), "build_ext", "--inplace"], cwd=ROOT, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         print("error: mypyc failed (see above); the router runs from its sources", file=sys.stderr)

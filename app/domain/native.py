@@ -43,6 +43,12 @@ MODULES = (
     "app.domain.router",
 )
 STAMP = ROOT / "var" / "native.json"
+# The compiled modules share one runtime library. mypyc names it after a hash of the module
+# names and puts it at the top level, where a process started from the `crossbook` script
+# (the repo root not on sys.path; the editable install maps packages only) cannot import
+# it; named inside `app.domain` it is found wherever `app` is.
+GROUP = "app.domain._native"
+SHARED_LIB = GROUP + "__mypyc"
 
 
 def source_path(module: str) -> Path:
@@ -59,7 +65,7 @@ def sources_digest() -> str:
 
 def stamp_for(digest: str) -> dict[str, Any]:
     """The stamp of a build of the sources of `digest` (`MODULES`) for this interpreter."""
-    return {"digest": digest, "python": sys.implementation.cache_tag, "modules": list(MODULES)}
+    return {"digest": digest, "python": sys.implementation.cache_tag, "modules": list(MODULES), "sharedLib": SHARED_LIB}
 
 
 def fresh(stamp: dict[str, Any] | None, digest: str) -> bool:
@@ -100,7 +106,7 @@ def select() -> None:
     if any(isinstance(f, _FromSource) for f in sys.meta_path):
         return
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
-    compiled = all(any(source_path(m).with_suffix(s).exists() for s in suffixes) for m in MODULES)
+    compiled = all(any(source_path(m).with_suffix(s).exists() for s in suffixes) for m in (*MODULES, SHARED_LIB))
     if os.environ.get("CROSSBOOK_NATIVE", "1") == "0":
         REASON = "CROSSBOOK_NATIVE=0"
     elif not compiled:

@@ -70,14 +70,48 @@ def test_the_suite_runs_the_compiled_router() -> None:
 
 def test_a_stale_build_is_not_used() -> None:
     digest = native.sources_digest()
-    stamp = {"digest": digest, "python": sys.implementation.cache_tag, "modules": list(native.MODULES)}
+    stamp = {
+        "digest": digest,
+        "python": sys.implementation.cache_tag,
+        "modules": list(native.MODULES),
+        "sharedLib": native.SHARED_LIB,
+    }
     assert native.fresh(stamp, digest)
+    # A build from before the shared library moved into the package.
+    assert not native.fresh({k: v for k, v in stamp.items() if k != "sharedLib"}, digest)
     assert not native.fresh(None, digest)
     assert not native.fresh({**stamp, "digest": "0" * 64}, digest)
     assert not native.fresh({**stamp, "python": "cpython-310"}, digest)
     assert not native.fresh({**stamp, "modules": list(native.MODULES[:-1])}, digest)
     # An edited source changes the digest the stamp is compared with.
     assert len({digest, native.sources_digest()}) == 1
+
+
+@needs_compiler
+def test_compiled_modules_import_where_the_repo_root_is_not_on_the_path(tmp_path: Path) -> None:
+    # As under the `crossbook` script (`make up`, `crossbook settlement status`): the
+    # editable install maps the packages, not the repo root. mypyc's default top-level
+    # shared library was not found there (`No module named '…__mypyc'`).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, importlib, sys; from app.domain import native; "
+            "print(json.dumps({'active': native.ACTIVE, 'reason': native.REASON, 'path': sys.path, "
+            "'files': [importlib.import_module(m).__file__ for m in native.MODULES]}))",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert str(ROOT) not in doc["path"]
+    assert doc["active"], doc["reason"]
+    assert all(f.endswith(".so") for f in doc["files"]), doc["files"]
 
 
 def test_sources_run_when_asked() -> None:
