@@ -10,7 +10,7 @@ PY_STAMP := $(VENV)/.stamp-install
 NPM_STAMP := node_modules/.stamp-install
 KEYS_STAMP := var/zk-keys/.stamp-install
 NATIVE_STAMP := var/native.json
-NATIVE_SRC := $(wildcard app/domain/native.py app/domain/router.py app/domain/amm/*.py app/domain/routing/*.py)
+NATIVE_SRC := $(wildcard scripts/build_native.py app/domain/native.py app/domain/router.py app/domain/amm/*.py app/domain/routing/*.py)
 PYTEST_ARGS ?=
 
 .PHONY: help install up test test-unit bench lint contracts clean
