@@ -93,7 +93,9 @@ __all__ = [
 R = SCALAR_FIELD
 _R = mpz(R)
 CACHE_ENV = "CROSSBOOK_ZK_CACHE"
-DEFAULT_CACHE_DIR = Path("var/zk-keys")
+# In the repository, wherever the process runs: a prover started from another directory
+# would otherwise make keys of its own there, which the deployed verifiers reject.
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[2] / "var" / "zk-keys"
 
 # CPU seconds of the last prove() in this process and its helper (for benchmarks).
 LAST_PROVE_STATS: dict[str, float] = {}
@@ -660,7 +662,7 @@ def _locked(path: Path) -> Iterator[None]:
 def load_or_setup(
     r1cs: R1CS, cache_dir: str | os.PathLike[str] | None = None, *, progress: Progress | None = None
 ) -> tuple[ProvingKey, VerifyingKey]:
-    """Keys for `r1cs` from `cache_dir` (default $CROSSBOOK_ZK_CACHE or var/zk-keys/),
+    """Keys for `r1cs` from `cache_dir` (default $CROSSBOOK_ZK_CACHE or the repository's var/zk-keys/),
     made by `setup` and stored there on a miss. A file lock makes concurrent callers share
     one setup instead of racing to write two different keys."""
     digest = r1cs.digest()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,3 +170,20 @@ def test_key_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "bad.g16").write_bytes(b'{"format": "nope"}\n')
     with pytest.raises(groth16.Groth16Error):
         groth16.load_keys(tmp_path / "bad.g16")
+
+
+def test_default_key_cache_is_the_repositorys_wherever_the_process_runs(tmp_path: Path) -> None:
+    # A prover started from another directory (`crossbook worker` by hand) must load the
+    # keys the devnet's verifiers were generated from, not make keys of its own there.
+    env = {k: v for k, v in os.environ.items() if k != groth16.CACHE_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json; from settlement.zk import groth16; print(json.dumps(str(groth16._cache_dir(None))))"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    root = Path(__file__).resolve().parents[3]
+    assert Path(json.loads(proc.stdout)) == root / "var" / "zk-keys"
