@@ -78,7 +78,9 @@ test:
 test-unit: install
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: install
+# The JSON alone on stdout (`make bench > bench.json`): what install prints goes to stderr.
+bench:
+	@$(MAKE) --no-print-directory install >&2
 	@$(BIN)/crossbook bench
 
 lint: install
