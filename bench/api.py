@@ -151,6 +151,7 @@ def _server_view(before: dict[str, float], after: dict[str, float]) -> dict[str,
     return {
         "swapSteps": {p: _histogram(before, after, "crossbook_swap_phase_seconds", f'phase="{p}"') for p in steps},
         "eventLoopLag": _histogram(before, after, "crossbook_event_loop_lag_seconds"),
+        "routing": _histogram(before, after, "crossbook_route_seconds"),
         "gcPauses": {g: _histogram(before, after, "crossbook_gc_pause_seconds", f'generation="{g}"') for g in "012"},
     }
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from prometheus_client import Histogram
+
 from app.api.errors import ApiError, ErrorCode
 from app.domain.book import VirtualBook
 from app.domain.eip712 import Domain, address_of_key, sign_digest
@@ -43,6 +45,14 @@ STORED_FIELDS = (
 )
 # The pools an issued exact-in route trades on, as (source id, state) when it was priced.
 Basis = tuple[tuple[str, Source], ...]
+
+# Routing runs on the event loop: a slow route (a routing plan rebuilt after the book moved)
+# delays every request behind it. Quotes and swaps' re-pricing both count.
+ROUTE_SECONDS = Histogram(
+    "crossbook_route_seconds",
+    "Time to route one request on the API's event loop (plan rebuilds included)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05),
+)
 
 RECENT_QUOTES = 512  # a swap follows its quote within milliseconds; more only feeds the collector
 
@@ -538,5 +548,9 @@ class QuoteService:
         max_sources: int | None = None,
     ) -> Route:
         solve = self.router.route_exact_in if side is Side.EXACT_IN else self.router.route_exact_out
-        return solve(book, sell, buy, amount, now=int(now), exclude_sources=excluded, max_sources=max_sources)
+        started = time.perf_counter()
+        try:
+            return solve(book, sell, buy, amount, now=int(now), exclude_sources=excluded, max_sources=max_sources)
+        finally:
+            ROUTE_SECONDS.observe(time.perf_counter() - started)
 

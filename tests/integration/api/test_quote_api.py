@@ -234,6 +234,9 @@ def test_get_form_chains_assets_book_metrics(api: Any, devnet: Devnet) -> None:
     assert [int(b["base"]) for b in agg["bids"]] == sorted(int(b["base"]) for b in agg["bids"])
     metrics = c.get("/metrics").text
     assert "crossbook_http_requests_total" in metrics and "crossbook_book_version" in metrics
+    # Every route is timed (the quote above was routed by this process).
+    routed = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("crossbook_route_seconds_count"))
+    assert routed >= 1
 
 
 def test_same_asset_across_chains_moves_inventory_one_to_one(api: Any, devnet: Devnet) -> None:
