@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ import pytest
 
 from app.domain import native
 from scripts.build_native import compiler
+from tests.python_json import python_json
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -46,12 +44,16 @@ print(json.dumps(out))
 
 
 def _run(script: str, **env: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc: dict[str, Any] = json.loads(proc.stdout)
+    doc: dict[str, Any] = python_json(script, ROOT, **env)
     return doc
+
+
+# Which modules run: compiled (`.so`) or sources (`.py`), and why.
+WHICH_SCRIPT = (
+    "import json, importlib, sys; from app.domain import native; "
+    "print(json.dumps({'active': native.ACTIVE, 'reason': native.REASON, 'path': sys.path, "
+    "'files': [importlib.import_module(m).__file__ for m in native.MODULES]}))"
+)
 
 
 needs_compiler = pytest.mark.skipif(
@@ -92,35 +94,14 @@ def test_compiled_modules_import_where_the_repo_root_is_not_on_the_path(tmp_path
     # As under the `crossbook` script (`make up`, `crossbook settlement status`): the
     # editable install maps the packages, not the repo root. mypyc's default top-level
     # shared library was not found there (`No module named '…__mypyc'`).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json, importlib, sys; from app.domain import native; "
-            "print(json.dumps({'active': native.ACTIVE, 'reason': native.REASON, 'path': sys.path, "
-            "'files': [importlib.import_module(m).__file__ for m in native.MODULES]}))",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(proc.stdout)
+    doc = python_json(WHICH_SCRIPT, tmp_path, unset=("PYTHONPATH",), timeout=120)
     assert str(ROOT) not in doc["path"]
     assert doc["active"], doc["reason"]
     assert all(f.endswith(".so") for f in doc["files"]), doc["files"]
 
 
 def test_sources_run_when_asked() -> None:
-    doc = _run(
-        "import json, importlib; from app.domain import native; "
-        "print(json.dumps({'active': native.ACTIVE, 'reason': native.REASON, "
-        "'files': [importlib.import_module(m).__file__ for m in native.MODULES]}))",
-        CROSSBOOK_NATIVE="0",
-    )
+    doc = _run(WHICH_SCRIPT, CROSSBOOK_NATIVE="0")
     assert doc["active"] is False and doc["reason"] == "CROSSBOOK_NATIVE=0"
     assert all(f.endswith(".py") for f in doc["files"])
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ from settlement.zk.constants import FIELD_MODULUS, SCALAR_FIELD
 from settlement.zk.curve import g1_neg
 from settlement.zk.r1cs import R1CS, Constraint
 from settlement.zk.testing import RandomCircuit, random_circuit
+from tests.python_json import python_json
 
 
 @pytest.fixture(scope="module")
@@ -175,15 +172,11 @@ def test_key_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_default_key_cache_is_the_repositorys_wherever_the_process_runs(tmp_path: Path) -> None:
     # A prover started from another directory (`crossbook worker` by hand) must load the
     # keys the devnet's verifiers were generated from, not make keys of its own there.
-    env = {k: v for k, v in os.environ.items() if k != groth16.CACHE_ENV}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import json; from settlement.zk import groth16; print(json.dumps(str(groth16._cache_dir(None))))"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    cache = python_json(
+        "import json; from settlement.zk import groth16; print(json.dumps(str(groth16._cache_dir(None))))",
+        tmp_path,
+        unset=(groth16.CACHE_ENV,),
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     root = Path(__file__).resolve().parents[3]
-    assert Path(json.loads(proc.stdout)) == root / "var" / "zk-keys"
+    assert Path(cache) == root / "var" / "zk-keys"
