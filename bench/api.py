@@ -36,7 +36,14 @@ from typing import Any
 import redis
 
 from app.settings import Settings
-from bench.machine import CpuTimes, busy, disk_watch, fsync_probe, tree_cpu_seconds
+from bench.machine import (
+    CpuTimes,
+    busy,
+    disk_watch,
+    fsync_probe,
+    process_cpu_seconds,
+    tree_cpu_seconds,
+)
 from scripts.devnet.ports import free_port
 from scripts.stack import Stack
 
@@ -51,14 +58,6 @@ def _load(mode: str, url: str, manifest: Path, *args: str) -> dict[str, Any]:
             check=True,
         )
         return dict(json.loads(Path(out.name).read_text()))
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), for CPU cost per request:
-    a figure that holds up on a noisy machine where wall-clock latency does not."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def _roots(stack: Stack) -> dict[str, int]:
@@ -83,11 +82,13 @@ def _measured(pid: int, fn: Any, roots: dict[str, int] | None = None, disk: Path
     one core (`roots`: name -> pid, each with its descendants), the load generator's too,
     and how long an fdatasync took meanwhile on the disk of directory `disk`."""
     roots = roots or {}
-    c0, m0, p0 = _cpu_seconds(pid), CpuTimes(), tree_cpu_seconds(roots)
+    # The API's own CPU (user + system, from /proc): a cost per request that holds up on a
+    # noisy machine where wall-clock latency does not.
+    c0, m0, p0 = process_cpu_seconds(pid, reaped_children=False), CpuTimes(), tree_cpu_seconds(roots)
     g0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     with disk_watch(disk) if disk is not None else contextlib.nullcontext({}) as syncs:
         doc = fn()
-    used = _cpu_seconds(pid) - c0
+    used = process_cpu_seconds(pid, reaped_children=False) - c0
     wall = time.monotonic() - t0
     g1, p1 = resource.getrusage(resource.RUSAGE_CHILDREN), tree_cpu_seconds(roots)
     sent = doc.get("sent") or 0

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CpuTimes", "busy", "disk_watch", "fsync_probe", "tree_cpu_seconds"]
+__all__ = ["CpuTimes", "busy", "disk_watch", "fsync_probe", "process_cpu_seconds", "tree_cpu_seconds"]
 
 _FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -112,14 +112,15 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _own_cpu(pid: int) -> float:
+def process_cpu_seconds(pid: int, *, reaped_children: bool = True) -> float:
+    """User + system CPU seconds of a process (0 once it is gone), with those of the
+    children it has reaped (a prover's pool processes that ended before this read;
+    children still alive are read on their own) unless `reaped_children` is False."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    # Its own time and that of its children it has reaped (a prover's pool processes that
-    # ended before this read); children still alive are read on their own.
-    return sum(int(f) for f in fields[11:15]) / _TICKS
+    return sum(int(f) for f in fields[11 : 15 if reaped_children else 13]) / _TICKS
 
 
 def tree_cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
@@ -131,7 +132,7 @@ def tree_cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
         total, todo = 0.0, [root]
         while todo:
             pid = todo.pop()
-            total += _own_cpu(pid)
+            total += process_cpu_seconds(pid)
             todo.extend(kids.get(pid, []))
         out[name] = total
     return out
