@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +50,7 @@ class EmbeddedRedis:
     port: int = 0
     host: str = "127.0.0.1"
     die_with_parent: bool = False  # tie the server's life to this process (the `up` stack)
+    latency_critical: bool = True  # a short time slice: every confirmation waits on it (scripts/sched.py)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -75,13 +75,8 @@ class EmbeddedRedis:
             "--protected-mode", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        tie: Callable[[], None] | None = None
-        if self.die_with_parent:
-            from scripts.stack import die_with_parent
-
-            tie = die_with_parent
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=tie
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=self._preexec
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,6 +87,16 @@ class EmbeddedRedis:
             time.sleep(0.02)
         self.stop()
         raise RedisError(f"redis-server did not answer on {self.url} within {timeout}s")
+
+    def _preexec(self) -> None:
+        if self.die_with_parent:
+            from scripts.stack import die_with_parent
+
+            die_with_parent()
+        if self.latency_critical:
+            from scripts.sched import latency_critical
+
+            latency_critical()
 
     def kill(self) -> None:
         """SIGKILL, as in a crash (fault tests); `start()` again recovers from the AOF."""

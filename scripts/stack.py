@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.settings import ROOT, Settings
+from scripts import sched
 from scripts.devnet.config import ConfigError, load_config
 from scripts.devnet.devnet import Devnet, DevnetError
 from scripts.devnet.ports import free_port, port_in_use
@@ -58,25 +59,6 @@ def wait_for_signal(extra: threading.Event | None = None) -> None:
             signal.signal(s, h)
 
 
-def lower_priority(nice: int) -> None:
-    """Run this process (and what it forks) at `nice`, also against other sessions.
-
-    Each service starts its own session (so that stopping it stops its children), and
-    on Linux with autogroup scheduling (`kernel.sched_autogroup_enabled`, on by default)
-    every session is a scheduling group of its own: the CPU is shared fairly between the
-    groups first, and a process's nice value only counts inside its group. A niced
-    prover in its own session then took as much CPU as the API (measured: a swap's
-    `ledger` step averaged 51 ms under 200 swaps/s, mostly waiting for the event loop).
-    The group's own nice value (`/proc/self/autogroup`) makes the nice count between
-    sessions too."""
-    os.nice(nice)
-    try:
-        with open("/proc/self/autogroup", "w") as f:
-            f.write(str(nice))
-    except OSError:
-        pass  # no autogroups (another OS, or autogroup off): the process's nice applies
-
-
 @dataclass
 class Service:
     """A long-running child process of the stack."""
@@ -87,6 +69,8 @@ class Service:
     url: str | None = None
     ready: str | None = None  # an HTTP URL that answers 200 once the service is up
     nice: int = 0  # CPU priority below the others (batch work that must not slow confirmations)
+    latency: bool = False  # on the confirmation path: a short time slice (scripts/sched.py)
+    background: bool = False  # only CPU nobody else wants (scripts/sched.py)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, log_dir: Path) -> None:
@@ -104,8 +88,12 @@ class Service:
 
     def _preexec(self) -> None:
         die_with_parent()
-        if self.nice:
-            lower_priority(self.nice)
+        if self.background:
+            sched.background()
+        elif self.nice:
+            sched.lower_priority(self.nice)
+        if self.latency:
+            sched.latency_critical()
 
     def wait_ready(self, log_dir: Path, timeout: float = 60.0) -> None:
         if self.ready is None:
@@ -193,15 +181,17 @@ class Stack:
                 env,
                 url=api_url,
                 ready=api_url + "/healthz",
+                latency=True,
             ),
             # Settlement: a worker for proving and submitting, and the beat that ticks
             # every chain's window and the reconciliation.
             # Two workers: proofs (CPU) never hold up a chain's ticks and submissions.
-            # Everything but the API and Redis runs niced: on a small machine they share
-            # the cores the confirmations need, and a confirmation's milliseconds matter
-            # more than a tick's (0.5 s apart) or a proof's (seconds).
+            # Everything but the API and Redis runs niced, the prover on idle CPU only
+            # (scripts/sched.py): on a small machine they share the cores the
+            # confirmations need, and a confirmation's milliseconds matter more than a
+            # tick's (0.5 s apart) or a proof's (seconds).
             Service("worker-settle", [sys.executable, "-m", "app.cli", "worker", "--queues", "settle"], env, nice=5),
-            Service("worker-prove", [sys.executable, "-m", "app.cli", "worker", "--queues", "prove"], env, nice=10),
+            Service("worker-prove", [sys.executable, "-m", "app.cli", "worker", "--queues", "prove"], env, background=True),
             Service("beat", [sys.executable, "-m", "app.cli", "beat"], env, nice=5),
             # A market maker quoting ladders around the pools' mid prices, over the
             # maker WebSocket like any external maker.
