@@ -126,6 +126,16 @@ def test_optimised_rounds_equal_the_specified_ones(n: int) -> None:
         assert poseidon(xs) == poseidon_reference(xs)
 
 
+def test_the_leaf_width_written_out_equals_the_specified_rounds() -> None:
+    """`_poseidon3` (every receipt's leaf hash) on many inputs, unreduced ones included."""
+    rng = random.Random(3)
+    cases = [[rng.randrange(R) for _ in range(3)] for _ in range(100)]
+    cases += [[rng.randrange(1 << 256) for _ in range(3)] for _ in range(20)]
+    cases += [[R, R + 1, 2 * R - 1], [0, 0, 1]]
+    for xs in cases:
+        assert poseidon(xs) == poseidon_reference(xs)
+
+
 def test_prepare_computes_a_widths_constants_before_its_first_hash() -> None:
     _fast_params.cache_clear()
     prepare(3)
