@@ -82,8 +82,8 @@ def latency_critical(tid: int = 0, slice_ns: int = LATENCY_SLICE_NS) -> bool:
 
 
 def background() -> None:
-    """Run this process (and what it starts) only on CPU nobody else wants: the lowest
-    nice, for its session's group too, and `SCHED_IDLE`."""
+    """Run this process (and what it starts) on as little CPU as others leave it: the
+    lowest nice, for its session's group too, and `SCHED_IDLE`."""
     lower_priority(19)
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
