@@ -12,7 +12,7 @@ e.g. 297 for four inputs (t = 5), as circom gives for circomlib's Poseidon(4).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import repeat
@@ -76,8 +76,20 @@ def _poseidon3(x1: int, x2: int, x3: int) -> int:
     run, this machine); `test_poseidon` checks it against the specified rounds."""
     f = _fast_params(4)
     p = _P_MPZ
-    a0, a1, a2, a3 = mpz(0), mpz(x1 % P), mpz(x2 % P), mpz(x3 % P)
-    for (c0, c1, c2, c3), mix in zip(f.first_constants, f.first_mixes, strict=True):
+    first = zip(f.first_constants, f.first_mixes, strict=True)
+    a0, a1, a2, a3 = _full_rounds4((mpz(0), mpz(x1 % P), mpz(x2 % P), mpz(x3 % P)), first)
+    for k, m00, (v1, v2, v3), (w1, w2, w3) in f.partial:
+        a0 = powmod(a0 + k, 5, p)
+        a0, a1, a2, a3 = (m00 * a0 + v1 * a1 + v2 * a2 + v3 * a3) % p, a1 + w1 * a0, a2 + w2 * a0, a3 + w3 * a0
+    return int(_full_rounds4((a0, a1 % p, a2 % p, a3 % p), zip(f.last_constants, repeat(f.mds)))[0])
+
+
+def _full_rounds4(a: tuple[mpz, mpz, mpz, mpz], rounds: Iterable[tuple[list[mpz], list[list[mpz]]]]) -> tuple[mpz, mpz, mpz, mpz]:
+    """Full rounds of the width-4 state: each adds its constants, x^5 on every element,
+    then its mix."""
+    p = _P_MPZ
+    a0, a1, a2, a3 = a
+    for (c0, c1, c2, c3), mix in rounds:
         (m00, m01, m02, m03), (m10, m11, m12, m13), (m20, m21, m22, m23), (m30, m31, m32, m33) = mix
         a0, a1, a2, a3 = powmod(a0 + c0, 5, p), powmod(a1 + c1, 5, p), powmod(a2 + c2, 5, p), powmod(a3 + c3, 5, p)
         a0, a1, a2, a3 = (
@@ -86,20 +98,7 @@ def _poseidon3(x1: int, x2: int, x3: int) -> int:
             (m20 * a0 + m21 * a1 + m22 * a2 + m23 * a3) % p,
             (m30 * a0 + m31 * a1 + m32 * a2 + m33 * a3) % p,
         )
-    for k, m00, (v1, v2, v3), (w1, w2, w3) in f.partial:
-        a0 = powmod(a0 + k, 5, p)
-        a0, a1, a2, a3 = (m00 * a0 + v1 * a1 + v2 * a2 + v3 * a3) % p, a1 + w1 * a0, a2 + w2 * a0, a3 + w3 * a0
-    a1, a2, a3 = a1 % p, a2 % p, a3 % p
-    (m00, m01, m02, m03), (m10, m11, m12, m13), (m20, m21, m22, m23), (m30, m31, m32, m33) = f.mds
-    for c0, c1, c2, c3 in f.last_constants:
-        a0, a1, a2, a3 = powmod(a0 + c0, 5, p), powmod(a1 + c1, 5, p), powmod(a2 + c2, 5, p), powmod(a3 + c3, 5, p)
-        a0, a1, a2, a3 = (
-            (m00 * a0 + m01 * a1 + m02 * a2 + m03 * a3) % p,
-            (m10 * a0 + m11 * a1 + m12 * a2 + m13 * a3) % p,
-            (m20 * a0 + m21 * a1 + m22 * a2 + m23 * a3) % p,
-            (m30 * a0 + m31 * a1 + m32 * a2 + m33 * a3) % p,
-        )
-    return int(a0)
+    return a0, a1, a2, a3
 
 
 def prepare(n_inputs: int) -> None:
