@@ -5,33 +5,11 @@ runs on what is left (scripts/sched.py)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from scripts.sched import lower_priority
-
-REPORT = "import os; print(os.nice(0)); print(open('/proc/self/autogroup').read() if os.path.exists('/proc/self/autogroup') else '')"
-
-
-def test_a_niced_service_in_its_own_session_is_niced_as_a_group() -> None:
-    base = os.nice(0)
-    out = subprocess.run(
-        [sys.executable, "-c", REPORT],
-        start_new_session=True,  # as the stack starts every service
-        preexec_fn=lambda: lower_priority(7),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    assert int(out[0]) == min(base + 7, 19)
-    if not Path("/proc/self/autogroup").exists():
-        pytest.skip("no autogroup scheduling on this system: the process's nice is what applies")
-    # "/autogroup-N nice K": the session's scheduling group is niced too.
-    assert out[1].split()[-1] == "7", out[1]
-
 
 SCHED = (
     "import json, os; from scripts.sched import slice_ns;"
@@ -45,16 +23,26 @@ def _kernel_has_custom_slices() -> bool:
     return sys.platform == "linux" and (major, minor) >= (6, 12)
 
 
-def _service_report(tmp_path: Path, **flags: bool) -> dict:
+def _service_report(tmp_path: Path, **flags: Any) -> dict:
     import json
 
     from scripts.stack import Service
 
-    svc = Service("probe", [sys.executable, "-c", SCHED], **flags)  # type: ignore[arg-type]
+    svc = Service("probe", [sys.executable, "-c", SCHED], **flags)  # started as the stack starts every service
     svc.start(tmp_path)
     assert svc.proc is not None
     assert svc.proc.wait(30) == 0, (tmp_path / "probe.log").read_text()
     return json.loads((tmp_path / "probe.log").read_text().splitlines()[-1])
+
+
+def test_a_niced_service_in_its_own_session_is_niced_as_a_group(tmp_path: Path) -> None:
+    base = os.nice(0)
+    got = _service_report(tmp_path, nice=7)
+    assert got["nice"] == min(base + 7, 19)
+    if got["autogroup"] is None:
+        pytest.skip("no autogroup scheduling on this system: the process's nice is what applies")
+    # "/autogroup-N nice K": the session's scheduling group is niced too.
+    assert got["autogroup"] == "7", got
 
 
 def test_the_api_service_asks_for_a_short_slice_and_keeps_its_priority(tmp_path: Path) -> None:
