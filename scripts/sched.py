@@ -48,12 +48,17 @@ def _syscall(nr: int, *args: object) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _get_attr(tid: int) -> tuple[int, ...]:
+def _syscall_numbers() -> tuple[int, int]:
+    """(sched_setattr, sched_getattr) on this machine: Linux only."""
     nrs = _SYSCALLS.get(platform.machine())
-    if nrs is None:
-        raise OSError(f"sched_getattr: unknown syscall on {platform.machine()}")
+    if nrs is None or platform.system() != "Linux":
+        raise OSError(f"no sched_setattr/sched_getattr known on {platform.system()} {platform.machine()}")
+    return nrs
+
+
+def _get_attr(tid: int) -> tuple[int, ...]:
     buf = ctypes.create_string_buffer(_ATTR.size)
-    _syscall(nrs[1], ctypes.c_int(tid), buf, ctypes.c_uint(_ATTR.size), ctypes.c_uint(0))
+    _syscall(_syscall_numbers()[1], ctypes.c_int(tid), buf, ctypes.c_uint(_ATTR.size), ctypes.c_uint(0))
     return _ATTR.unpack(buf.raw)
 
 
@@ -69,15 +74,12 @@ def slice_ns(tid: int = 0) -> int | None:
 def latency_critical(tid: int = 0, slice_ns: int = LATENCY_SLICE_NS) -> bool:
     """Ask for a short time slice for `tid` (0: this thread; inherited by what it starts).
     Keeps its policy and nice. True if the kernel took it."""
-    nrs = _SYSCALLS.get(platform.machine())
-    if nrs is None or platform.system() != "Linux":
-        return False
     try:
         _size, policy, _flags, nice, prio, *_ = _get_attr(tid)
         attr = _ATTR.pack(_ATTR.size, policy, 0, nice, prio, slice_ns, 0, 0, 0, 0)
-        _syscall(nrs[0], ctypes.c_int(tid), ctypes.c_char_p(attr), ctypes.c_uint(0))
+        _syscall(_syscall_numbers()[0], ctypes.c_int(tid), ctypes.c_char_p(attr), ctypes.c_uint(0))
     except OSError:
-        return False  # before Linux 6.12 a normal task's sched_runtime must be 0: EINVAL
+        return False  # not Linux, or before 6.12 (a normal task's sched_runtime must be 0: EINVAL)
     return True
 
 
