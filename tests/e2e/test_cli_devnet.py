@@ -98,9 +98,18 @@ def test_devnet_up_status_halt_resume_down(tmp_path: Path) -> None:
 
 
 def test_port_in_use_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
-    base = _free_base(3)
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", base + 1))
+    # Another process (the other pytest worker's clients) can take a port between the
+    # check that the range is free and the bind: pick another range then.
+    for _ in range(20):
+        base = _free_base(3)
+        blocker = socket.socket()
+        try:
+            blocker.bind(("127.0.0.1", base + 1))
+            break
+        except OSError:
+            blocker.close()
+    else:
+        raise RuntimeError("no port range whose middle port could be bound")
     blocker.listen()
     try:
         proc = _cli(tmp_path, "devnet", "up", "--base-port", str(base), check=False)
