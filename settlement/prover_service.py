@@ -9,6 +9,7 @@ policies and ETAs the measured speed instead of a guess.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from settlement.batching import BatchState, Keys, leg_from_json
+from settlement.prover_gate import Held, ProverGate
 from settlement.window import WindowPolicy
 from settlement.zk import groth16
 from settlement.zk.batch import Batch, batch_r1cs, build_batch_witness, capacity_for
@@ -35,7 +37,8 @@ EWMA_ALPHA = 0.3
 class ProofResult:
     capacity: int
     words: tuple[int, ...]  # Proof.to_evm_words()
-    seconds: float
+    seconds: float  # proving time, without the time the gate held it
+    held_seconds: float = 0.0  # paused while the API was busy (settlement/prover_gate.py)
 
 
 def _keys_for(capacity: int) -> tuple[groth16.ProvingKey, groth16.VerifyingKey]:
@@ -61,8 +64,9 @@ def batch_of(doc: dict[str, Any]) -> Batch:
     )
 
 
-def prove_batch(doc: dict[str, Any], *, processes: int = 2) -> ProofResult:
-    """Prove the batch document `doc` (as `batching.cut_batch` wrote it). Pure CPU."""
+def prove_batch(doc: dict[str, Any], *, processes: int = 2, gate: ProverGate | None = None) -> ProofResult:
+    """Prove the batch document `doc` (as `batching.cut_batch` wrote it). Pure CPU; with
+    a `gate`, it pauses while the API is busy."""
     batch = batch_of(doc)
     if str(batch.new_head) != doc["newHead"]:
         raise ValueError(f"batch {doc['number']}: legs do not fold to the recorded new head")
@@ -70,10 +74,11 @@ def prove_batch(doc: dict[str, Any], *, processes: int = 2) -> ProofResult:
     # what one more batch costs a warm prover, which is what ETAs need.
     pk, _vk = _keys_for(capacity_for(batch.count))
     t0 = time.monotonic()
-    bw = build_batch_witness(batch)
-    proof = groth16.prove(pk, bw.r1cs, bw.witness, processes=processes)
+    with gate.proof() if gate is not None else contextlib.nullcontext(Held()) as held:
+        bw = build_batch_witness(batch)
+        proof = groth16.prove(pk, bw.r1cs, bw.witness, processes=processes)
     secs = time.monotonic() - t0
-    return ProofResult(bw.capacity, tuple(proof.to_evm_words()), secs)
+    return ProofResult(bw.capacity, tuple(proof.to_evm_words()), max(secs - held.seconds, 0.0), held.seconds)
 
 
 def record(r: Any, doc: dict[str, Any], result: ProofResult) -> dict[str, Any]:
@@ -94,6 +99,7 @@ def record(r: Any, doc: dict[str, Any], result: ProofResult) -> dict[str, Any]:
                     capacity=result.capacity,
                     proof=[str(w) for w in result.words],
                     proofSeconds=round(result.seconds, 3),
+                    proofHeldSeconds=round(result.held_seconds, 3),
                     provedAt=now,
                 )
                 cur["history"].append({"state": BatchState.PROVED, "at": now})

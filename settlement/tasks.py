@@ -33,6 +33,7 @@ from app.settings import get_settings
 from settlement import lifecycle, prover_service, rebalance
 from settlement import reconcile as reconcile_service
 from settlement.batching import BatchState, Keys, cut_batch, delete_if, group_of, load_batch
+from settlement.prover_gate import ProverGate, api_request_rate
 from settlement.submitter import (
     CONFIRM_LOCK,
     ChainContext,
@@ -113,6 +114,15 @@ def _warm_prover(sender: Any, instance: Any, **_: Any) -> None:
         queues = set()
     if "prove" in queues:
         prover_service.warm_keys((4, 8, 16))
+
+
+@cache
+def _gate() -> ProverGate:
+    """This prover's gate (one sampler thread per process, started with the first proof)."""
+    s = get_settings()
+    gate = ProverGate(lambda: api_request_rate(redis_client()), busy_rate=s.prover_yield_requests_per_second, max_hold_seconds=s.prover_max_hold_seconds)
+    gate.start()
+    return gate
 
 
 def _idem(key: str, ttl: int = 86400) -> bool:
@@ -219,14 +229,15 @@ def prove(chain_id: int, number: int) -> str:
     hb = threading.Thread(target=beat, daemon=True)
     hb.start()
     try:
-        result = prover_service.prove_batch(doc)
+        result = prover_service.prove_batch(doc, gate=_gate())
         stored = prover_service.record(r, doc, result)
     finally:
         stop.set()
         hb.join()
         delete_if(r, key, token)
     _idem(f"prove:{chain_id}:{number}")
-    log.info("chain %d batch %d proved at capacity %d in %.2fs", chain_id, number, result.capacity, result.seconds)
+    log.info("chain %d batch %d proved at capacity %d in %.2fs (held %.1fs while the API was busy)",
+             chain_id, number, result.capacity, result.seconds, result.held_seconds)
     if stored["state"] == BatchState.PROVED:
         submit.apply_async((chain_id, number), queue="settle")
     return f"proved {number}"

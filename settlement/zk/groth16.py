@@ -65,6 +65,7 @@ from settlement.zk.msm import (
     _window_bits,
     fixed_base_mul,
     msm,
+    pause_point,
     run_parallel,
     signed_digits,
 )
@@ -224,6 +225,7 @@ def rich_progress(transient: bool = True) -> Iterator[Progress]:
 
 
 def _tick(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    pause_point()
     if progress is not None:
         progress(stage, done, total)
 

@@ -22,6 +22,10 @@ scalar multiplication into ~254/c table additions, reduced the same way keyed by
 
 `run_parallel` forks one helper process (the brief allows two processes) so that prover
 tasks can run side by side; the fork shares the proving key copy-on-write.
+
+`pause_point()` runs between steps (each `_reduce` round, each proving stage): a hook set
+with `set_pause_hook` may sleep there, which pauses the proof (settlement/prover_gate.py:
+proofs give way to a busy API). A forked helper inherits the hook.
 """
 
 from __future__ import annotations
@@ -63,12 +67,28 @@ __all__ = [
     "msm",
     "msm_g1",
     "msm_g2",
+    "pause_point",
     "run_parallel",
+    "set_pause_hook",
     "signed_digits",
 ]
 
 _P = mpz(FIELD_MODULUS)
 P = TypeVar("P")
+
+_pause_hook: Callable[[], None] | None = None
+
+
+def set_pause_hook(hook: Callable[[], None] | None) -> Callable[[], None] | None:
+    """Call `hook` at every pause point from now on (None: none); returns the previous one."""
+    global _pause_hook
+    previous, _pause_hook = _pause_hook, hook
+    return previous
+
+
+def pause_point() -> None:
+    if _pause_hook is not None:
+        _pause_hook()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +215,7 @@ def _reduce(
     done_keys: list[np.ndarray] = []
     done_coords: list[list[Any]] = [[] for _ in range(nc)]
     while len(keys):
+        pause_point()
         n = len(keys)
         start = np.empty(n, dtype=bool)
         start[0] = True

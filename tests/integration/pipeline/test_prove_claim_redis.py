@@ -16,6 +16,7 @@ import redis
 from settlement import tasks
 from settlement.batching import BatchState, Keys, cut_batch, load_batch
 from settlement.celery_app import app as celery_app
+from settlement.prover_gate import API_LOAD_KEY
 from settlement.zk.legs import genesis_head
 from tests.integration.pipeline.test_group_redis import CHAIN, POLICY, _log
 
@@ -66,3 +67,32 @@ def test_two_copies_of_a_prove_task_prove_the_batch_once(cut: tuple[redis.Redis,
     assert doc is not None and doc["state"] == BatchState.PROVED
     assert not r.exists(Keys.proving(CHAIN, n))  # the owner released its claim
     assert r.llen("settle") == 1  # one submission queued
+
+
+def test_a_proof_waits_while_the_api_is_busy(cut: tuple[redis.Redis, int]) -> None:
+    """Proofs give way to a busy API (settlement/prover_gate.py): the task holds its proof
+    while an API reports 500 requests/s, proves once it is quiet, and says how long it
+    waited; the proof time it records leaves the wait out."""
+    r, n = cut
+    busy_until = time.time() + 1.5
+
+    def api_reports() -> None:  # as app/api/load.py does, every 0.2 s
+        while time.time() < busy_until:
+            r.hset(API_LOAD_KEY, "test-api:1", f"500 {time.time()}")
+            time.sleep(0.2)
+        r.hset(API_LOAD_KEY, "test-api:1", f"0 {time.time()}")
+
+    reporter = threading.Thread(target=api_reports)
+    r.hset(API_LOAD_KEY, "test-api:1", f"500 {time.time()}")
+    reporter.start()
+    try:
+        t0 = time.monotonic()
+        assert tasks.prove(CHAIN, n) == f"proved {n}"
+        wall = time.monotonic() - t0
+    finally:
+        reporter.join()
+    doc = load_batch(r, CHAIN, n)
+    assert doc is not None and doc["state"] == BatchState.PROVED
+    assert doc["provedAt"] > busy_until
+    assert doc["proofHeldSeconds"] >= 1.0
+    assert doc["proofSeconds"] < wall - 1.0
