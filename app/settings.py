@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     # circuit capacities.
     settlement_max_batch: int = max(BATCH_CAPACITIES)
     # Proofs give way to a busy API (settlement/prover_gate.py): a proof pauses while the
-    # API serves at least this many requests/s (0: never), until it has been below for a
-    # second; each proof is held at most prover_max_hold_seconds in all.
+    # API serves at least this many quote and swap requests/s (0: never), until it has
+    # been below for a second; each proof is held at most prover_max_hold_seconds in all.
     prover_yield_requests_per_second: float = 50.0
     prover_max_hold_seconds: float = 120.0
     fast_tier_enabled: bool = True  # off: every payout waits for its pull (limits: the manifest's fastTier)

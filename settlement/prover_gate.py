@@ -1,4 +1,4 @@
-"""Proofs give way to a busy API: the prover pauses while the API serves many requests.
+"""Proofs give way to a busy API: the prover pauses while traders keep the API busy.
 
 On a machine the prover shares with the API (the devnet's stack: two cores), a proof
 takes both cores for seconds. It runs `SCHED_IDLE` (`scripts/sched.py`), but the
@@ -14,8 +14,8 @@ moment. A confirmation is what a trader waits for; a proof only moves the trust 
 and one paused for a burst is proven right after it. Each proof is held at most
 `max_hold_seconds` in all, so settlement keeps moving under any load.
 
-- Each API process publishes its request rate to a Redis hash every half second
-  (`app/api/load.py`); `api_request_rate` sums the fresh entries.
+- Each API process publishes its rate of quote and swap requests to a Redis hash every
+  half second (`app/api/load.py`); `api_request_rate` sums the fresh entries.
 - `ProverGate` samples it in a thread of the prover and sets a flag in shared memory,
   which the forked helper of a proof sees too.
 - The proving code calls `settlement.zk.msm.pause_point()` between its steps (each MSM

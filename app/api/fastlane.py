@@ -26,7 +26,7 @@ from app.api.routes.swap import order_from_body
 from app.api.schemas import QuoteBody, SwapBody
 from app.json_codec import dumps
 
-__all__ = ["FastLane"]
+__all__ = ["FastLane", "trading_requests"]
 
 Handler = Callable[[Any, bytes], Awaitable[dict[str, Any]]]
 
@@ -44,6 +44,11 @@ async def _swap(services: Any, body: bytes) -> dict[str, Any]:
 
 
 ROUTES: dict[str, Handler] = {"/v1/quote": _quote, "/v1/swap": _swap}
+_served = 0  # quote and swap requests this process has received (app/api/load.py reports the rate)
+
+
+def trading_requests() -> int:
+    return _served
 
 
 class FastLane:
@@ -55,6 +60,8 @@ class FastLane:
         if handler is None:
             await self.app(scope, receive, send)
             return
+        global _served
+        _served += 1
         rid = scope.get("state", {}).get("request_id", "")
         try:
             body = await _read_body(receive)

@@ -1,12 +1,16 @@
-"""This API process's request rate, published to Redis for the prover: proofs give way
-while the API is busy (settlement/prover_gate.py).
+"""This API process's rate of quote and swap requests, published to Redis for the
+prover: proofs give way while traders keep the API busy (settlement/prover_gate.py).
 
-Every half second that saw requests, the process writes "<requests per second> <unix
-time>" under its own field of one hash (`API_LOAD_KEY`): one small write, beside
-hundreds of orders a second under load. When requests stop it writes one 0, then
-nothing: an idle API writes nothing. The prover sums the fresh fields, so several API
-processes add up, and a killed one stops counting once its entry is stale. The edge
-middleware counts requests (`middleware.requests_seen`).
+Only the two trading routes count (`fastlane.trading_requests`): they are what the
+latency goals are about and what costs the API its CPU under load. Status reads do not:
+a client following 60 open orders reads each once a second, a burst of cheap requests
+that would otherwise hold proofs for as long as it follows them.
+
+Every half second that saw such requests, the process writes "<requests per second>
+<unix time>" under its own field of one hash (`API_LOAD_KEY`): one small write, beside
+hundreds of orders a second under load. When they stop it writes one 0, then nothing:
+an idle API writes nothing. The prover sums the fresh fields, so several API processes
+add up, and a killed one stops counting once its entry is stale.
 """
 
 from __future__ import annotations

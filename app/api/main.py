@@ -19,10 +19,10 @@ from fastapi import FastAPI
 
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
-from app.api.fastlane import FastLane
+from app.api.fastlane import FastLane, trading_requests
 from app.api.load import LoadReporter
 from app.api.loop_health import LoopHealth
-from app.api.middleware import EdgeMiddleware, TokenBucket, requests_seen
+from app.api.middleware import EdgeMiddleware, TokenBucket
 from app.api.routes import info, mm, quote, swap
 from app.domain import native
 from app.domain.router import GasModel, Router
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await followers.start()
         health = LoopHealth()
         health.start()
-        load = LoadReporter(redis, requests_seen)
+        load = LoadReporter(redis, trading_requests)
         load.start()
         _warm()
         _settle_heap()

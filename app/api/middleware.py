@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import STATUS, ErrorCode, error_body
 
-__all__ = ["ASGIApp", "EdgeMiddleware", "Receive", "Scope", "Send", "TokenBucket", "TooLarge", "requests_seen"]
+__all__ = ["ASGIApp", "EdgeMiddleware", "Receive", "Scope", "Send", "TokenBucket", "TooLarge"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,11 +31,6 @@ LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-_seen = 0  # HTTP requests this process has received (app/api/load.py reports the rate)
-
-
-def requests_seen() -> int:
-    return _seen
 
 
 class TokenBucket:
@@ -70,8 +65,6 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        global _seen
-        _seen += 1
         rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
