@@ -286,6 +286,19 @@ def _wait_for_a_newer_book(api: Any, version: int) -> None:
     assert httpx.get(api.url + "/healthz").json()["bookVersion"] > version
 
 
+def _wait_for_a_quiet_book(api: Any) -> None:
+    """Until the book stops moving: the chains of the previous test were reverted, and the
+    API may still be applying the reverted pools (which would re-price a quote made now)."""
+    deadline = time.monotonic() + 10
+    version = httpx.get(api.url + "/healthz").json()["bookVersion"]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = httpx.get(api.url + "/healthz").json()["bookVersion"]
+        if now == version:
+            return
+        version = now
+
+
 def _swap_is_paid_as_quoted_without_repricing(api: Any, c: CrossbookClient, q: dict[str, Any], key: str) -> None:
     reused = _reused(api)
     assert c.swap(q, key)["buyAmount"] == q["buyAmount"]
@@ -298,9 +311,18 @@ def test_a_swap_keeps_its_quoted_route_when_only_other_pools_moved(api: Any, cle
     m = clean_devnet.manifest
     a, b = m.traders[2], m.traders[3]
     c = CrossbookClient(api.url)
+    _wait_for_a_quiet_book(api)
     q = _quote(c, m, a, amount=10**17)
-    other = c.quote(m.chains[2].chain_id, "DAI", m.chains[2].chain_id, "USDT", taker=b.address, sell_amount=10**21)
-    assert not {leg["sourceId"] for leg in q["route"]} & {leg["sourceId"] for leg in other["route"]}
+    # A trade on other pools than q's. Which pools q takes depends on what earlier tests
+    # left in the book (WETH -> DAI -> USDC through a stable pool, say), so look for one.
+    mine = {leg["sourceId"] for leg in q["route"]}
+    candidates = (
+        c.quote(ch.chain_id, sell, ch.chain_id, buy, taker=b.address, sell_amount=amount)
+        for ch in reversed(m.chains)
+        for sell, buy, amount in (("DAI", "USDT", 10**19), ("USDT", "DAI", 10**7), ("WBTC", "USDC", 10**5))
+    )
+    other = next((o for o in candidates if not mine & {leg["sourceId"] for leg in o["route"]}), None)
+    assert other is not None, f"every candidate trade shares a pool with {mine}"
     c.swap(other, b.private_key)
     _wait_for_a_newer_book(api, q["bookVersion"])
     _swap_is_paid_as_quoted_without_repricing(api, c, q, a.private_key)
