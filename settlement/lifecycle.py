@@ -39,6 +39,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ __all__ = [
     "apply_reclaimed",
     "check_loss_budget",
     "decide_tier",
+    "decide_tiers",
     "enqueue_fast_payouts",
     "outcomes",
     "transition",
@@ -365,21 +367,50 @@ def _pull_open(doc: dict[str, Any]) -> bool:
     return doc["state"] == S.SETTLED.value and _payout_in_log(doc) and _leg(doc, "pull").get("state") == "pending"
 
 
-def _append_payout(rd: _Reader, p: Any, doc: dict[str, Any], oid: str, asset_index: dict[str, int], now_ms: int) -> int:
-    """Queue the order's PAYOUT leg at the buy chain's next log index (the caller watches
-    `log:{buy}:next`, so indices stay gapless against the API's confirm script)."""
+def _payout_entry(doc: dict[str, Any], oid: str, asset_index: dict[str, int], now_ms: int) -> dict[str, Any]:
+    """The order's PAYOUT leg as a log entry, all but its index (its leaf hash is the
+    costly part: a Poseidon hash)."""
     order = _order_of(doc)
-    buy_chain = order.buy_chain_id
     leg = payout_leg(order, asset_index[doc["buySymbol"]], bytes.fromhex(oid[2:]), int(doc["buyAmount"]))
-    index = int(rd.get(Keys.log_next(buy_chain)) or 0)
-    entry = {
-        "index": index, "kind": "payout", "orderId": oid, "account": order.recipient,
+    return {
+        "index": None, "kind": "payout", "orderId": oid, "account": order.recipient,
         "token": leg.token, "amount": str(leg.amount), "minAmount": str(leg.min_amount),
         "orderRef": str(leg.order_ref), "leafHash": str(poseidon(list(leaf(leg)))), "at": now_ms,
     }
-    p.hset(Keys.log_legs(buy_chain), str(index), json.dumps(entry, separators=(",", ":")))
-    p.set(Keys.log_next(buy_chain), str(index + 1))
+
+
+def _put_payout(doc: dict[str, Any], entry: dict[str, Any], index: int | str) -> str:
+    """Give the payout `entry` its log `index` (or `PAYOUT_INDEX`, for `APPEND_PAYOUTS_LUA`
+    to fill in), in the entry and in the order's payout leg; returns the entry as stored."""
     _leg(doc, "payout").update(logIndex=index, state="pending", leafHash=entry["leafHash"])
+    return json.dumps({**entry, "index": index}, separators=(",", ":"))
+
+
+PAYOUT_INDEX = "__PAYOUT_INDEX__"
+# Appends payouts to a buy chain's log at its next indices in one atomic step, so a
+# decision need not watch `log:{buy}:next`, which the API's confirm script moves with
+# every order selling on that chain (a transaction watching it kept losing to a busy API).
+APPEND_PAYOUTS_LUA = r"""
+-- KEYS: 1 the buy chain's log next, 2 its log legs, 3.. the orders
+-- ARGV: per order, its log entry then its document, each with "__PAYOUT_INDEX__" for the index
+local index = tonumber(redis.call('GET', KEYS[1]) or '0')
+for k = 3, #KEYS do
+  local at = tostring(index)
+  redis.call('HSET', KEYS[2], at, (string.gsub(ARGV[2 * k - 5], '"__PAYOUT_INDEX__"', at)))
+  redis.call('SET', KEYS[k], (string.gsub(ARGV[2 * k - 4], '"__PAYOUT_INDEX__"', at)))
+  index = index + 1
+end
+redis.call('SET', KEYS[1], tostring(index))
+"""
+
+
+def _append_payout(rd: _Reader, p: Any, doc: dict[str, Any], oid: str, asset_index: dict[str, int], now_ms: int) -> int:
+    """Queue the order's PAYOUT leg at the buy chain's next log index (the caller watches
+    `log:{buy}:next`, so indices stay gapless against the API's confirm script)."""
+    buy_chain = int(doc["order"]["buyChainId"])
+    index = int(rd.get(Keys.log_next(buy_chain)) or 0)
+    p.hset(Keys.log_legs(buy_chain), str(index), _put_payout(doc, _payout_entry(doc, oid, asset_index, now_ms), index))
+    p.set(Keys.log_next(buy_chain), str(index + 1))
     return index
 
 
@@ -470,61 +501,156 @@ def enqueue_fast_payouts(r: Any, chain_id: int, rules: TierRules, asset_index: d
     end = min(int(r.get(Keys.log_next(chain_id)) or 0), start + FAST_SCAN_LIMIT)
     if end <= start:
         return 0
-    now_ms = int(time.time() * 1000)
-    fast = 0
+    pulls: list[str] = []
     for i, raw in zip(range(start, end), r.hmget(Keys.log_legs(chain_id), [str(i) for i in range(start, end)]), strict=True):
         if raw is None:  # cannot happen (the confirm script writes index and leg together)
             end = i
             break
         leg = json.loads(raw)
-        if leg["kind"] != "pull":
-            continue
-        try:
-            fast += decide_tier(r, leg["orderId"], rules, asset_index, now_ms) is Tier.FAST
-        except (KeyError, ValueError, TypeError):
-            # Never block the tick: an order the rules cannot read settles standard.
-            log.exception("order %s: fast-tier decision failed; it settles standard", leg["orderId"])
+        if leg["kind"] == "pull":
+            pulls.append(leg["orderId"])
+    tiers = decide_tiers(r, pulls, rules, asset_index, int(time.time() * 1000))
     r.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, scan, str(end))
-    return fast
+    return sum(t is Tier.FAST for t in tiers.values())
 
 
 def decide_tier(r: Any, oid: str, rules: TierRules, asset_index: dict[str, int], now_ms: int) -> Tier | None:
-    """Decide one order's tier (pull on a chain with a fast tier), appending its payout
-    if fast. Safe to run concurrently for any orders: None when it was decided already."""
-    raw = r.get(Keys.order(oid))
-    if raw is None:
-        return None
-    first = json.loads(raw)
-    sell, buy = int(first["order"]["sellChainId"]), int(first["order"]["buyChainId"])
-    limits = rules.limits[sell]
-    decided: list[Tier] = []
+    """Decide one order's tier (`decide_tiers`); None when it was decided already."""
+    return decide_tiers(r, [oid], rules, asset_index, now_ms).get(oid)
+
+
+def _undecided(doc: dict[str, Any]) -> bool:
+    """The order's tier is still to decide: confirmed, its pull pending, no payout yet
+    (a pull whose outcome came first took the standard path)."""
+    return (doc.get("tier") is None and doc["state"] == S.CONFIRMED.value and not _payout_in_log(doc)
+            and _leg(doc, "pull").get("state") == "pending")
+
+
+def decide_tiers(r: Any, oids: Sequence[str], rules: TierRules, asset_index: dict[str, int], now_ms: int) -> dict[str, Tier]:
+    """Decide the tiers of orders with pulls on chains with a fast tier, appending the
+    fast ones' payouts: one transaction per sell chain, deciding its orders in the order
+    given. Safe to run concurrently for any orders. Returns the tiers decided here (an
+    order decided already, or missing, is left out). An order the rules cannot read is
+    logged and left undecided: it settles standard."""
+    raws = r.mget([Keys.order(oid) for oid in oids]) if oids else []
+    by_sell: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for oid, raw in zip(oids, raws, strict=True):
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+            sell = int(doc["order"]["sellChainId"])
+            if sell in rules.limits and _undecided(doc):
+                by_sell.setdefault(sell, []).append((oid, doc))
+        except (KeyError, ValueError, TypeError):
+            log.exception("order %s: fast-tier decision failed; it settles standard", oid)
+    decided: dict[str, Tier] = {}
+    for sell, orders in by_sell.items():
+        decided.update(_decide_on(r, sell, orders, rules, asset_index, now_ms))
+    return decided
+
+
+def _decide_on(
+    r: Any, sell: int, orders: Sequence[tuple[str, dict[str, Any]]], rules: TierRules, asset_index: dict[str, int], now_ms: int,
+) -> dict[str, Tier]:
+    """`decide_tiers` for the orders of one sell chain, in one WATCH/MULTI transaction
+    (retried whole on a concurrent write): the switch, the chain's exposure and each
+    trader's share of it are read once and carried from order to order, so two orders of
+    one trader cannot both take the last room under its cap, and the payouts take
+    consecutive indices in their buy chains' logs (`APPEND_PAYOUTS_LUA`)."""
+    entries: dict[str, dict[str, Any]] = {}
+
+    def payout(oid: str, doc: dict[str, Any]) -> dict[str, Any]:
+        if oid not in entries:
+            entries[oid] = _payout_entry(doc, oid, asset_index, now_ms)
+        return entries[oid]
+
+    # The payouts of the orders that would go fast by size alone are built (a Poseidon
+    # hash each) before the transaction, to keep its window short.
+    for oid, doc in orders:
+        with suppress(KeyError, ValueError, TypeError):  # logged in the transaction
+            if rules.decide_order(doc, 0).tier is Tier.FAST:
+                payout(oid, doc)
+    keys = [Keys.order(oid) for oid, _ in orders]
+    traders = sorted({doc["order"]["trader"].lower() for _, doc in orders})
+    watch = [*keys, exposure_key(sell), trader_exposure_key(sell), switch_key(sell), fast_losses_key(sell)]
     flip: dict[str, str] = {}
-
-    def step(doc: dict[str, Any], rd: _Reader, p: Any) -> list[tuple[str, Any]] | None:
-        flip.clear()  # a retried transaction decides afresh
-        if doc.get("tier") is not None or doc["state"] != S.CONFIRMED.value or _payout_in_log(doc):
-            return None  # decided already, or the pull's outcome came first (standard)
-        if _leg(doc, "pull").get("state") != "pending":
-            return None
-        # One step for the switch, the chain's exposure and the trader's share of it: two
-        # orders of one trader decided at once cannot both take the last room under its cap.
-        trader = doc["order"]["trader"].lower()
-        exposure = _big(rd.get(exposure_key(sell)))
-        mine = _big(rd.hget(trader_exposure_key(sell), trader))
-        off = _switch_off(rd, p, sell, limits, now_ms, flip) if sell != buy else None
-        d = rules.decide_order(doc, exposure, trader_exposure=mine, off=off)
-        doc.update(tier=d.tier.value, tierReason=d.reason)
-        if d.tier is Tier.FAST:
-            doc.update(tierValueUsd6=str(d.value), exposureOpen=True, fastTrader=trader)
-            p.set(exposure_key(sell), str(exposure + d.value))
-            p.hset(trader_exposure_key(sell), trader, str(mine + d.value))
-            _append_payout(rd, p, doc, oid, asset_index, now_ms)
-        decided.append(d.tier)
-        return []
-
-    _update(r, oid, step, [exposure_key(sell), trader_exposure_key(sell), switch_key(sell), fast_losses_key(sell), Keys.log_next(buy)])
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(*watch)
+                with r.pipeline(transaction=False) as rp:  # the reads in one round trip
+                    docs, exposure, mine = rp.mget(keys).get(exposure_key(sell)).hmget(trader_exposure_key(sell), traders).execute()
+                room = _Room(_big(exposure), {t: _big(v) for t, v in zip(traders, mine, strict=True)})
+                flip.clear()  # a retried transaction decides afresh
+                p.multi()
+                decided = _decide_each(_Reader(r), p, sell, list(zip([oid for oid, _ in orders], docs, strict=True)),
+                                       rules, payout, room, now_ms, flip)
+                if decided or flip:
+                    p.execute()
+                else:
+                    p.reset()
+                break
+            except WatchError:
+                continue
     _alert_switched_off(sell, flip)
-    return decided[-1] if decided else None
+    return decided
+
+
+@dataclass(slots=True)
+class _Room:
+    """What `_decide_each` carries from order to order: the chain's fast-tier exposure
+    and each trader's share of it."""
+
+    exposure: int
+    mine: dict[str, int]
+
+
+def _decide_each(
+    rd: _Reader, p: Any, sell: int, orders: Sequence[tuple[str, Any]], rules: TierRules,
+    payout: Callable[[str, dict[str, Any]], dict[str, Any]], room: _Room, now_ms: int, flip: dict[str, str],
+) -> dict[str, Tier]:
+    """The decisions of `_decide_on`'s transaction, queued on `p`; `orders`: (id, the
+    order's document as read in the transaction)."""
+    limits = rules.limits[sell]
+    off: list[str | None] = []  # the switch, read (and maybe turned off) once, when needed
+    decided: dict[str, Tier] = {}
+    payouts: dict[int, list[tuple[str, str, str]]] = {}  # buy chain -> (order, log entry, document)
+    touched: set[str] = set()
+    for oid, raw in orders:
+        try:
+            doc = json.loads(raw) if raw is not None else None
+            if doc is None or not _undecided(doc):
+                continue  # decided meanwhile, or the pull's outcome came first (standard)
+            buy = int(doc["order"]["buyChainId"])
+            trader = doc["order"]["trader"].lower()
+            if sell != buy and not off:
+                off.append(_switch_off(rd, p, sell, limits, now_ms, flip))
+            d = rules.decide_order(doc, room.exposure, trader_exposure=room.mine[trader], off=off[0] if off else None)
+            entry = payout(oid, doc) if d.tier is Tier.FAST else None
+        except (KeyError, ValueError, TypeError):
+            # Never block the tick: an order the rules cannot read settles standard.
+            log.exception("order %s: fast-tier decision failed; it settles standard", oid)
+            continue
+        doc.update(tier=d.tier.value, tierReason=d.reason)
+        if entry is not None:
+            doc.update(tierValueUsd6=str(d.value), exposureOpen=True, fastTrader=trader)
+            room.exposure += d.value
+            room.mine[trader] += d.value
+            touched.add(trader)
+            put = _put_payout(doc, entry, PAYOUT_INDEX)
+            payouts.setdefault(buy, []).append((Keys.order(oid), put, json.dumps(doc, separators=(",", ":"))))
+        else:
+            p.set(Keys.order(oid), json.dumps(doc, separators=(",", ":")))
+        p.publish(f"orders:{trader}", json.dumps({"orderId": oid, "state": doc["state"]}))
+        decided[oid] = d.tier
+    if touched:
+        p.set(exposure_key(sell), str(room.exposure))
+        p.hset(trader_exposure_key(sell), mapping={t: str(room.mine[t]) for t in touched})
+    for buy, at in payouts.items():
+        keys = [Keys.log_next(buy), Keys.log_legs(buy), *(key for key, _, _ in at)]
+        p.eval(APPEND_PAYOUTS_LUA, len(keys), *keys, *(x for _, entry, doc in at for x in (entry, doc)))
+    return decided
 
 
 def _pull_failed(r: Any, oid: str, o: LegOutcome, info: MinedInfo, asset_index: dict[str, int], now_ms: int) -> None:

@@ -40,10 +40,10 @@ RULES = TierRules({"USDC": usd6(1), "WETH": usd6(3000)}, {SELL: FastTierLimits(u
 TRADER = "0x" + "11" * 20
 
 
-def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY, trader: str = TRADER) -> tuple[str, int]:
+def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY, trader: str = TRADER, sell: int = SELL) -> tuple[str, int]:
     oid = "0x" + k.to_bytes(32, "big").hex()
     order = {
-        "trader": trader, "sellChainId": SELL, "sellToken": TOKEN_S, "sellAmount": str(10**16 + k),
+        "trader": trader, "sellChainId": sell, "sellToken": TOKEN_S, "sellAmount": str(10**16 + k),
         "buyChainId": buy, "buyToken": TOKEN_B, "minBuyAmount": str(buy_amount - 10), "recipient": trader,
         "nonce": str(k), "deadline": 2**40, "quoteId": "0x" + "cd" * 32,
     }
@@ -51,7 +51,7 @@ def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY, trader:
         "id": oid, "orderHash": oid, "state": "confirmed", "reason": "", "order": order, "signature": "0x",
         "sellSymbol": "WETH", "buySymbol": "USDC", "buyAmount": str(buy_amount), "confirmedAt": 1, "route": [],
         "legs": [
-            {"kind": "pull", "chainId": SELL, "logIndex": "__INDEX__", "leafHash": "0", "state": "pending"},
+            {"kind": "pull", "chainId": sell, "logIndex": "__INDEX__", "leafHash": "0", "state": "pending"},
             {"kind": "payout", "chainId": buy, "logIndex": None, "amount": str(buy_amount), "state": "waiting_for_pull"},
         ],
         "history": [{"state": "confirmed", "at": 1}],
@@ -60,8 +60,8 @@ def _confirm(r: redis.Redis, k: int, buy_amount: int, *, buy: int = BUY, trader:
     leg = {"index": "__INDEX__", "kind": "pull", "orderId": oid, "account": trader, "token": 0,
            "amount": order["sellAmount"], "minAmount": "0", "orderRef": str(k), "leafHash": "0"}
     t = trader.lower()
-    keys = [f"nonce:{SELL}:{t}:{k}", f"held:{SELL}:{TOKEN_S}:{t}", f"invheld:{buy}:{TOKEN_B}", f"log:{SELL}:next",
-            f"log:{SELL}:legs", f"order:{oid}", f"trader:{t}"]
+    keys = [f"nonce:{sell}:{t}:{k}", f"held:{sell}:{TOKEN_S}:{t}", f"invheld:{buy}:{TOKEN_B}", f"log:{sell}:next",
+            f"log:{sell}:legs", f"order:{oid}", f"trader:{t}"]
     script = r.register_script(CONFIRM_LUA)
     status, index = script(keys=keys, args=[oid, str(order["sellAmount"]), str(10**30), str(10**30), str(buy_amount),
                                             str(10**30), json.dumps(doc), json.dumps(leg), "1", f"orders:{t}"])
@@ -249,6 +249,45 @@ def test_one_traders_orders_decided_at_once_never_exceed_its_cap(redis_url: str)
         index = next(i for i, e in _log(r, SELL).items() if e["orderId"] == x)
         _pull_outcome(r, x, index, ok=k != 1, batch=2 + k, tx=f"0xb{k}")
     assert not r.hexists(trader_exposure_key(SELL), other)
+
+
+def test_a_scan_decides_in_log_order_while_the_api_appends_to_the_buy_chains_log(redis_url: str) -> None:
+    """One tick decides its whole scan in one transaction, retried while the API's confirm
+    script keeps appending pulls to the buy chain's log: the payouts still take gapless
+    indices there, once each, and the caps hold over the whole scan, in log order."""
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    # 10 USD each; each trader fits 10 (100), the chain 25 (250): the first 25 in the log go fast.
+    rules = TierRules(RULES.prices, {SELL: FastTierLimits(usd6(100), usd6(250), trader_cap=usd6(100))}, RULES.decimals)
+    traders = ["0x" + f"{k:02x}" * 20 for k in range(0x40, 0x43)]
+    orders = [_confirm(r, k, 10_000_000, trader=traders[k % 3]) for k in range(1, 61)]
+    stop, confirmed = threading.Event(), []
+
+    def api() -> None:  # orders selling on the buy chain: each takes its next log index
+        rr = redis.Redis.from_url(redis_url, decode_responses=True)
+        k = 1000
+        while not stop.is_set() or len(confirmed) < 50:
+            confirmed.append(_confirm(rr, k, 1_000_000, buy=SELL, sell=BUY)[1])
+            k += 1
+
+    t = threading.Thread(target=api)
+    t.start()
+    try:
+        while len(confirmed) < 10:
+            time.sleep(0.001)
+        assert lifecycle.enqueue_fast_payouts(r, SELL, rules, ASSETS) == 25
+    finally:
+        stop.set()
+        t.join(60)
+    docs = [_doc(r, oid) for oid, _ in sorted(orders, key=lambda o: o[1])]
+    assert [d["tier"] for d in docs] == ["fast"] * 25 + ["standard"] * 35
+    log_b = _log(r, BUY)
+    assert sorted(log_b) == list(range(int(r.get(f"log:{BUY}:next") or 0)))  # gapless, one entry per index
+    payouts = {e["orderId"]: i for i, e in log_b.items() if e["kind"] == "payout"}
+    assert payouts == {d["id"]: d["legs"][1]["logIndex"] for d in docs[:25]}
+    assert sorted(confirmed) == sorted(i for i, e in log_b.items() if e["kind"] == "pull")  # no pull overwritten
+    assert int(r.get(exposure_key(SELL)) or 0) == usd6(250)
+    assert sum(int(v) for v in r.hgetall(trader_exposure_key(SELL)).values()) == usd6(250)
+    assert all(int(v) <= usd6(100) for v in r.hgetall(trader_exposure_key(SELL)).values())
 
 
 BUDGET = TierRules(RULES.prices, {SELL: FastTierLimits(usd6(100), usd6(1000), loss_budget=usd6(100), loss_window=3600)}, RULES.decimals)
