@@ -539,7 +539,7 @@ def decide_tiers(r: Any, oids: Sequence[str], rules: TierRules, asset_index: dic
             continue
         try:
             doc = json.loads(raw)
-            sell = int(doc["order"]["sellChainId"])
+            sell = _order_of(doc).sell_chain_id  # an order the rules cannot read fails here
             if sell in rules.limits and _undecided(doc):
                 by_sell.setdefault(sell, []).append((oid, doc))
         except (KeyError, ValueError, TypeError):

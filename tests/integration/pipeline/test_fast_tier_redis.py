@@ -251,6 +251,25 @@ def test_one_traders_orders_decided_at_once_never_exceed_its_cap(redis_url: str)
     assert not r.hexists(trader_exposure_key(SELL), other)
 
 
+def test_an_order_the_rules_cannot_read_is_left_standard_alone(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="crossbook.lifecycle")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    rules = TierRules({**RULES.prices, "DAI": usd6(1)}, RULES.limits, {**RULES.decimals, (BUY, "DAI"): 18})
+    (a, _), (b, _), (c, _), (d, _) = (_confirm(r, k, 10_000_000) for k in (1, 2, 3, 4))
+    doc = _doc(r, b)
+    doc["buySymbol"] = "DAI"  # priced, but not in the settlement's asset index: no payout leg
+    r.set(f"order:{b}", json.dumps(doc))
+    doc = _doc(r, d)
+    del doc["order"]["recipient"]  # not an order
+    r.set(f"order:{d}", json.dumps(doc))
+    assert lifecycle.enqueue_fast_payouts(r, SELL, rules, ASSETS) == 2
+    assert [_doc(r, x).get("tier") for x in (a, b, c, d)] == ["fast", None, "fast", None]
+    assert sorted(e["orderId"] for e in _log(r, BUY).values()) == sorted([a, c])
+    assert int(r.get(exposure_key(SELL)) or 0) == usd6(20)
+    failed = [m for m in caplog.messages if "fast-tier decision failed" in m]
+    assert len(failed) == 2 and b in failed[1] and d in failed[0]
+
+
 def test_a_scan_decides_in_log_order_while_the_api_appends_to_the_buy_chains_log(redis_url: str) -> None:
     """One tick decides its whole scan in one transaction, retried while the API's confirm
     script keeps appending pulls to the buy chain's log: the payouts still take gapless
