@@ -649,7 +649,7 @@ def _decide_each(
         p.hset(trader_exposure_key(sell), mapping={t: str(room.mine[t]) for t in touched})
     for buy, at in payouts.items():
         keys = [Keys.log_next(buy), Keys.log_legs(buy), *(key for key, _, _ in at)]
-        p.eval(APPEND_PAYOUTS_LUA, len(keys), *keys, *(x for _, entry, doc in at for x in (entry, doc)))
+        p.eval(APPEND_PAYOUTS_LUA, len(keys), *keys, *(x for _, leg_json, doc_json in at for x in (leg_json, doc_json)))
     return decided
 
 

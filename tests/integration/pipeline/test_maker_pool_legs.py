@@ -98,7 +98,9 @@ def test_pool_trades_in_both_directions_net_into_one_pool_leg(vault_devnet: Any,
         # Every batch that netted our orders' flows, once its pool legs are mined.
         found = [b for c in chains for b in _batches(r, c) if ids & set(b.get("netting", {}).get("orders", []))]
         seen = set().union(*(b["netting"]["orders"] for b in found)) if found else set()
-        if not ids <= seen or any(b["netting"]["poolLegs"] and not b.get("poolTrades") for b in found):
+        # A batch's pool trades are written as its outcome is applied, its block just after
+        # (its move to `mined`): the checks below read both.
+        if not ids <= seen or any(b["netting"]["poolLegs"] and not (b.get("poolTrades") and "block" in b) for b in found):
             return None
         return found
 
