@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import WatchError
 
@@ -91,6 +91,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("crossbook.lifecycle")
+
+T = TypeVar("T")
 
 S = OrderState
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
@@ -198,31 +200,45 @@ def _big(v: Any) -> int:
     return int(v.decode() if isinstance(v, bytes) else v) if v is not None else 0
 
 
-def _update(r: Any, order_id: str, step: Callable[[dict[str, Any], Any, Any], list[tuple[str, Any]] | None], watch: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Run `step(doc, reader, pipe)` on the order in a WATCH/MULTI transaction; retried
-    on a concurrent write. `step` reads through `reader` (the watching pipeline), queues
-    writes on `pipe` and returns None for "nothing to do". Returns the new doc."""
-    key = Keys.order(order_id)
+def _transact(r: Any, watch: Sequence[str], queue: Callable[[Any], tuple[T, bool]]) -> T:
+    """Run `queue(pipe)` in a WATCH/MULTI transaction on `watch`, retried whole on a
+    concurrent write. `queue` reads through the client (`_Reader(r)`; the keys it reads
+    are watched), queues its writes on `pipe` and returns (its result, whether to commit
+    them)."""
     with r.pipeline() as p:
         while True:
             try:
-                p.watch(key, *watch)
-                raw = p.get(key)
-                if raw is None:
-                    p.unwatch()
-                    log.error("order %s missing from the ledger", order_id)
-                    return None
-                doc = json.loads(raw)
+                p.watch(*watch)
                 p.multi()
-                if step(doc, _Reader(r), p) is None:
+                result, commit = queue(p)
+                if commit:
+                    p.execute()
+                else:
                     p.reset()
-                    return doc
-                p.set(key, json.dumps(doc, separators=(",", ":")))
-                p.publish(f"orders:{doc['order']['trader'].lower()}", json.dumps({"orderId": order_id, "state": doc["state"]}))
-                p.execute()
-                return doc
+                return result
             except WatchError:
                 continue
+
+
+def _update(r: Any, order_id: str, step: Callable[[dict[str, Any], Any, Any], list[tuple[str, Any]] | None], watch: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Run `step(doc, reader, pipe)` on the order in a WATCH/MULTI transaction; retried
+    on a concurrent write. `step` reads through `reader`, queues writes on `pipe` and
+    returns None for "nothing to do". Returns the new doc."""
+    key = Keys.order(order_id)
+
+    def queue(p: Any) -> tuple[dict[str, Any] | None, bool]:
+        raw = r.get(key)
+        if raw is None:
+            log.error("order %s missing from the ledger", order_id)
+            return None, False
+        doc = json.loads(raw)
+        if step(doc, _Reader(r), p) is None:
+            return doc, False
+        p.set(key, json.dumps(doc, separators=(",", ":")))
+        p.publish(f"orders:{doc['order']['trader'].lower()}", json.dumps({"orderId": order_id, "state": doc["state"]}))
+        return doc, True
+
+    return _transact(r, [key, *watch], queue)
 
 
 class _Reader:
@@ -464,20 +480,14 @@ def check_loss_budget(r: Any, chain_id: int, limits: FastTierLimits, now_ms: int
     switch as it is now."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     r.zremrangebyscore(fast_losses_key(chain_id), "-inf", now_ms - limits.loss_window * 1000)  # no write when none
-    with r.pipeline() as p:
-        while True:
-            try:
-                p.watch(switch_key(chain_id), fast_losses_key(chain_id))
-                flip: dict[str, str] = {}
-                p.multi()
-                _switch_off(_Reader(r), p, chain_id, limits, now_ms, flip)
-                if flip:
-                    p.execute()
-                else:
-                    p.reset()
-                break
-            except WatchError:
-                continue
+    flip: dict[str, str] = {}
+
+    def queue(p: Any) -> tuple[None, bool]:
+        flip.clear()  # a retried transaction looks afresh
+        _switch_off(_Reader(r), p, chain_id, limits, now_ms, flip)
+        return None, bool(flip)
+
+    _transact(r, [switch_key(chain_id), fast_losses_key(chain_id)], queue)
     _alert_switched_off(chain_id, flip)
     return Switch.from_hash(r.hgetall(switch_key(chain_id)))
 
@@ -575,24 +585,17 @@ def _decide_on(
     traders = sorted({doc["order"]["trader"].lower() for _, doc in orders})
     watch = [*keys, exposure_key(sell), trader_exposure_key(sell), switch_key(sell), fast_losses_key(sell)]
     flip: dict[str, str] = {}
-    with r.pipeline() as p:
-        while True:
-            try:
-                p.watch(*watch)
-                with r.pipeline(transaction=False) as rp:  # the reads in one round trip
-                    docs, exposure, mine = rp.mget(keys).get(exposure_key(sell)).hmget(trader_exposure_key(sell), traders).execute()
-                room = _Room(_big(exposure), {t: _big(v) for t, v in zip(traders, mine, strict=True)})
-                flip.clear()  # a retried transaction decides afresh
-                p.multi()
-                decided = _decide_each(_Reader(r), p, sell, list(zip([oid for oid, _ in orders], docs, strict=True)),
-                                       rules, payout, room, now_ms, flip)
-                if decided or flip:
-                    p.execute()
-                else:
-                    p.reset()
-                break
-            except WatchError:
-                continue
+
+    def queue(p: Any) -> tuple[dict[str, Tier], bool]:
+        with r.pipeline(transaction=False) as rp:  # the reads in one round trip
+            docs, exposure, mine = rp.mget(keys).get(exposure_key(sell)).hmget(trader_exposure_key(sell), traders).execute()
+        room = _Room(_big(exposure), {t: _big(v) for t, v in zip(traders, mine, strict=True)})
+        flip.clear()  # a retried transaction decides afresh
+        decided = _decide_each(_Reader(r), p, sell, list(zip([oid for oid, _ in orders], docs, strict=True)),
+                               rules, payout, room, now_ms, flip)
+        return decided, bool(decided or flip)
+
+    decided = _transact(r, watch, queue)
     _alert_switched_off(sell, flip)
     return decided
 
